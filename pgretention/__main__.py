@@ -1,0 +1,3 @@
+from pgretention.cli import main
+
+main()

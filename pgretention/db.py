@@ -1,0 +1,116 @@
+"""Connections the way libpq users expect them.
+
+A DSN (key/value or URI) or nothing at all: libpq then reads the ``PG*`` environment variables
+and service files (``PGSERVICE``, ``~/.pg_service.conf``). pgretention adds
+``application_name=pgretention`` and a connect timeout unless the DSN sets them, and sets a
+statement timeout on the session. Driver errors become one-line :mod:`pgretention.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerr
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from pgretention.errors import ConnectionFailed, InvalidInput, PermissionDenied, PgRetentionError
+
+APPLICATION_NAME = "pgretention"
+DEFAULT_CONNECT_TIMEOUT = 10
+DEFAULT_STATEMENT_TIMEOUT = "15min"
+
+Conn = psycopg.Connection[Any]
+
+
+def build_conninfo(dsn: str | None, **overrides: Any) -> str:
+    """Merge ``dsn`` with pgretention's defaults; explicit DSN keys win over defaults."""
+    try:
+        params = conninfo_to_dict(dsn or "")
+    except psycopg.ProgrammingError as exc:
+        raise InvalidInput(f"invalid DSN: {first_line(exc)}") from exc
+    params.setdefault("application_name", APPLICATION_NAME)
+    params.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
+    params.update({k: v for k, v in overrides.items() if v is not None})
+    return make_conninfo(**params)
+
+
+def connect(
+    dsn: str | None = None,
+    *,
+    autocommit: bool = True,
+    statement_timeout: str | None = DEFAULT_STATEMENT_TIMEOUT,
+    notice_handler: Callable[[psycopg.errors.Diagnostic], None] | None = None,
+    **overrides: Any,
+) -> Conn:
+    """Open a connection.
+
+    :param dsn: libpq connection string or URI; ``None`` uses the ``PG*`` environment.
+    :param statement_timeout: session ``statement_timeout`` (``None`` leaves the server's).
+    :raises ConnectionFailed: the server is unreachable or refused the login.
+    """
+    conninfo = build_conninfo(dsn, **overrides)
+    try:
+        conn = psycopg.connect(conninfo, autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(f"cannot connect: {first_line(exc)}") from exc
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    if notice_handler is not None:
+        conn.add_notice_handler(notice_handler)
+    if statement_timeout is not None:
+        conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", [statement_timeout])
+        if not autocommit:
+            conn.commit()
+    return conn
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else exc.__class__.__name__
+
+
+def translate(exc: psycopg.Error) -> PgRetentionError:
+    """Turn a driver error into a one-line pgretention error of the right kind."""
+    msg = first_line(exc)
+    diag = getattr(exc, "diag", None)
+    hint = getattr(diag, "message_hint", None) if diag is not None else None
+    if hint:
+        msg = f"{msg} (hint: {hint.splitlines()[0]})"
+    if isinstance(exc, pgerr.InsufficientPrivilege):
+        return PermissionDenied(msg)
+    if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, pgerr.QueryCanceled):
+        return ConnectionFailed(msg)
+    if isinstance(
+        exc,
+        (
+            pgerr.InvalidParameterValue,
+            pgerr.UndefinedTable,
+            pgerr.UndefinedColumn,
+            pgerr.UndefinedObject,
+            pgerr.InvalidDatetimeFormat,
+            pgerr.InvalidTextRepresentation,
+            pgerr.DatatypeMismatch,
+            pgerr.InvalidName,
+            pgerr.CheckViolation,
+            pgerr.RaiseException,
+            pgerr.DuplicateObject,
+            pgerr.ObjectNotInPrerequisiteState,
+            pgerr.FeatureNotSupported,
+            pgerr.IntervalFieldOverflow,
+            pgerr.NumericValueOutOfRange,
+        ),
+    ):
+        return InvalidInput(msg)
+    return PgRetentionError(msg)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise driver errors raised in the block as pgretention errors."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
