@@ -311,20 +311,11 @@ def uninstall(dsn: str | None, *, keep_tables: bool = False) -> Report:
             ).fetchone()
             created_ext, created_schemas, created_roles, partman_schema = row if row else ([], [], [], None)
             if managed and partman_schema:
-                # partman keeps configuration rows for the class parents: hand the tables back
-                # to plain PostgreSQL (their partitions stay) by removing only our rows.
-                parents = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT format('%s.%s', partition_schema, partition_name)"
-                        " FROM pgretention.retention_class"
-                    )
-                ]
+                # pg_partman keeps configuration rows and template tables for the class parents:
+                # hand the tables back to plain PostgreSQL (their partitions stay).
                 conn.execute(
-                    sql.SQL("DELETE FROM {}.part_config WHERE parent_table = ANY(%s)").format(
-                        sql.Identifier(partman_schema)
-                    ),
-                    [parents],
+                    "SELECT pgretention._forget_partman(ARRAY(SELECT format('%s.%s', parent_schema, parent_name)"
+                    " FROM pgretention.retention_class))"
                 )
                 report.add(f"kept {len(managed)} managed tables as plain partitioned tables")
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCHEMA)))

@@ -18,3 +18,35 @@ GRANT EXECUTE ON FUNCTION pgretention.version_info() TO pgretention_admin, pgret
 GRANT EXECUTE ON FUNCTION pgretention._audit_record_text(pgretention.audit_log) TO pgretention_auditor, pgretention_admin;
 GRANT EXECUTE ON FUNCTION pgretention.verify_audit() TO pgretention_auditor, pgretention_admin;
 GRANT EXECUTE ON FUNCTION pgretention.set_setting(text, text) TO pgretention_admin;
+
+-- Partition engine
+GRANT SELECT ON pgretention.managed_table, pgretention.retention_class, pgretention.partition_op
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+GRANT SELECT ON pgretention.class_member TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION
+    pgretention.create_table(text, text, text, text, jsonb, text, text, int, text, timestamptz, text, text, text, text, text),
+    pgretention.manage_table(text, text, text, jsonb, int, text, timestamptz, text, text, text),
+    pgretention.add_class(text, text, text, text, text[], timestamptz),
+    pgretention.set_class(text, text, text, text),
+    pgretention.assign_member(text, text, text, timestamptz),
+    pgretention.release_table(text)
+    TO pgretention_admin;
+-- run is a procedure (it commits per partition); its privileged steps are these functions
+GRANT EXECUTE ON PROCEDURE pgretention.run(timestamptz, text, text) TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION
+    pgretention._run_begin(text, timestamptz, text),
+    pgretention._run_end(bigint, jsonb, text, text),
+    pgretention._run_targets(text),
+    pgretention._run_settings(),
+    pgretention._pending_ops(),
+    pgretention._finish_op(bigint),
+    pgretention._finalize_pending_detach(),
+    pgretention._premake(int, text, timestamptz),
+    pgretention._expired_leaves(int, text, timestamptz),
+    pgretention._detach_leaf(int, text, regclass, bigint, int),
+    pgretention._purge_default_batch(int, text, timestamptz, int),
+    pgretention._purge_moved_batch(int, timestamptz, int),
+    pgretention.plan(timestamptz, text)
+    TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION pgretention.status(timestamptz)
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;

@@ -1,5 +1,5 @@
 -- Read a setting from pgretention.setting; errors name the setting when it is missing.
-CREATE OR REPLACE FUNCTION pgretention._setting(p_name text)
+CREATE OR REPLACE FUNCTION pgretention._setting_value(p_name text)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
@@ -41,10 +41,13 @@ BEGIN
                 RAISE EXCEPTION 'setting "%" must be a positive interval, got "%"', p_name, p_value
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
-        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+        EXCEPTION WHEN data_exception THEN
             RAISE EXCEPTION 'setting "%" must be an interval, got "%"', p_name, p_value
                 USING ERRCODE = 'invalid_parameter_value';
         END;
+    ELSIF p_name = 'allow_future_reference_time' AND p_value NOT IN ('on', 'off') THEN
+        RAISE EXCEPTION 'setting "%" must be on or off, got "%"', p_name, p_value
+            USING ERRCODE = 'invalid_parameter_value';
     ELSIF p_name IN ('batch_size', 'lock_retries') THEN
         IF p_value !~ '^[0-9]{1,9}$' OR p_value::int <= 0 THEN
             RAISE EXCEPTION 'setting "%" must be a positive integer, got "%"', p_name, p_value

@@ -1,0 +1,368 @@
+-- Partition operations of the engine: list leaves with their bounds, premake, detach with bounded
+-- lock waits, finish a detached partition (drop or archive), purge expired rows that sit in
+-- default partitions, and apply a moved member's shorter period. Each function is one unit of work
+-- in one transaction; the run procedure commits between them.
+
+-- Leaf partitions of a class with absolute bounds.
+CREATE OR REPLACE FUNCTION pgretention._leaves(p_table_id int, p_class text)
+RETURNS TABLE (leaf regclass, leaf_schema name, leaf_name name, is_default boolean,
+               range_from text, range_to text, lower_abs timestamptz, upper_abs timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+AS $$
+DECLARE
+    t pgretention.managed_table;
+    c pgretention.retention_class;
+    v_parent regclass;
+BEGIN
+    SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
+    SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
+    v_parent := to_regclass(format('%I.%I', c.parent_schema, c.parent_name));
+    IF v_parent IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT k.oid::regclass, n.nspname, k.relname, b.bound = 'DEFAULT',
+           m[1], m[2],
+           pgretention._to_abs(m[1], t.time_type, t.time_zone),
+           pgretention._to_abs(m[2], t.time_type, t.time_zone)
+    FROM pg_inherits i
+    JOIN pg_class k ON k.oid = i.inhrelid
+    JOIN pg_namespace n ON n.oid = k.relnamespace
+    CROSS JOIN LATERAL (SELECT pg_get_expr(k.relpartbound, k.oid) AS bound) b
+    LEFT JOIN LATERAL regexp_match(b.bound, '^FOR VALUES FROM \(''([^'']*)''\) TO \(''([^'']*)''\)$') m ON true
+    WHERE i.inhparent = v_parent AND NOT i.inhdetachpending
+    ORDER BY 7 NULLS FIRST;
+END
+$$;
+
+-- Partitions of a class whose every row is past drop_after at p_now.
+CREATE OR REPLACE FUNCTION pgretention._expired_leaves(p_table_id int, p_class text, p_now timestamptz)
+RETURNS TABLE (leaf regclass, leaf_schema name, leaf_name name, range_from text, range_to text,
+               rows_estimate bigint, bytes bigint)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+    SELECT l.leaf, l.leaf_schema, l.leaf_name, l.range_from, l.range_to,
+           greatest(k.reltuples, 0)::bigint, pg_total_relation_size(l.leaf)
+    FROM pgretention.retention_class c
+    CROSS JOIN LATERAL pgretention._leaves(c.table_id, c.class_name) l
+    JOIN pg_class k ON k.oid = l.leaf
+    WHERE c.table_id = p_table_id AND c.class_name = p_class
+      AND NOT l.is_default AND l.upper_abs IS NOT NULL
+      AND l.upper_abs <= p_now - c.drop_after
+      AND NOT EXISTS (SELECT FROM pgretention.partition_op o  -- already detached, pending finish
+                      WHERE o.partition_schema = l.leaf_schema AND o.partition_name = l.leaf_name
+                        AND o.state = 'detached')
+    ORDER BY l.upper_abs
+$$;
+
+-- Values routed to p_class whose assigned class keeps them longer than p_class does.
+CREATE OR REPLACE FUNCTION pgretention._longer_members(p_table_id int, p_class text)
+RETURNS text[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(m.value ORDER BY m.value), '{}')
+    FROM pgretention.class_member m
+    JOIN pgretention.retention_class a ON a.table_id = m.table_id AND a.class_name = m.class_name
+    JOIN pgretention.retention_class r ON r.table_id = m.table_id AND r.class_name = m.routed_class
+    WHERE m.table_id = p_table_id AND m.routed_class = p_class AND a.drop_after > r.drop_after
+$$;
+
+-- Make sure partitions exist from the one holding p_now up to premake intervals ahead
+-- (pg_partman creates them). Returns the number created, or -1 when a lock was not granted in time.
+CREATE OR REPLACE FUNCTION pgretention._premake(p_table_id int, p_class text, p_now timestamptz)
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    t pgretention.managed_table;
+    c pgretention.retention_class;
+    v_times timestamptz[] := '{}';
+    v_at timestamptz;
+    v_before int;
+    v_after int;
+BEGIN
+    SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
+    SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
+    IF to_regclass(format('%I.%I', c.parent_schema, c.parent_name)) IS NULL THEN
+        RETURN 0;
+    END IF;
+    FOR i IN 0 .. t.premake LOOP
+        v_at := p_now + t.partition_interval * i;
+        IF NOT EXISTS (SELECT FROM pgretention._leaves(p_table_id, p_class) l
+                       WHERE NOT l.is_default AND l.lower_abs <= v_at AND v_at < l.upper_abs) THEN
+            -- pg_partman takes the wall-clock time for timestamp columns
+            v_times := v_times || CASE WHEN t.time_type = 'timestamptz' THEN v_at
+                                       ELSE (v_at AT TIME ZONE t.time_zone) AT TIME ZONE 'UTC' END;
+        END IF;
+    END LOOP;
+    IF cardinality(v_times) = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT count(*) INTO v_before FROM pg_inherits WHERE inhparent = format('%I.%I', c.parent_schema, c.parent_name)::regclass;
+    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    BEGIN
+        PERFORM pgretention._partman_call('create_partition_time', jsonb_build_object(
+            'p_parent_table', format('%s.%s', c.parent_schema, c.parent_name),
+            'p_partition_times', v_times,
+            'p_analyze', false));
+    EXCEPTION
+        WHEN lock_not_available THEN
+            RETURN -1;
+        WHEN check_violation THEN
+            RAISE NOTICE 'pgretention: %.%: rows for a new partition already sit in the default partition; left there (%)',
+                c.parent_schema, c.parent_name, SQLERRM;
+            RETURN 0;
+    END;
+    SELECT count(*) INTO v_after FROM pg_inherits WHERE inhparent = format('%I.%I', c.parent_schema, c.parent_name)::regclass;
+    RETURN v_after - v_before;
+END
+$$;
+
+-- Detach one expired partition with a bounded lock wait and record it as pending. Rows of members
+-- that must be kept longer are moved (in this transaction) into the class's default partition.
+-- Returns the operation id, or NULL when the lock was not granted within lock_timeout.
+CREATE OR REPLACE FUNCTION pgretention._detach_leaf(
+    p_table_id int, p_class text, p_leaf regclass, p_run_id bigint, p_attempts int)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    t pgretention.managed_table;
+    c pgretention.retention_class;
+    l record;
+    v_keep text[];
+    v_rescued bigint := 0;
+    v_id bigint;
+BEGIN
+    SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
+    SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
+    SELECT * INTO l FROM pgretention._leaves(p_table_id, p_class) x WHERE x.leaf = p_leaf;
+    IF NOT FOUND THEN
+        RETURN 0;  -- gone meanwhile
+    END IF;
+    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    BEGIN
+        EXECUTE format('ALTER TABLE %I.%I DETACH PARTITION %s', c.parent_schema, c.parent_name, p_leaf);
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN NULL;
+    END;
+    v_keep := pgretention._longer_members(p_table_id, p_class);
+    IF cardinality(v_keep) > 0 THEN
+        EXECUTE format('INSERT INTO %I.%I SELECT * FROM %s WHERE %I::text = ANY ($1)',
+                       c.parent_schema, c.parent_name, p_leaf, t.class_column) USING v_keep;
+        GET DIAGNOSTICS v_rescued = ROW_COUNT;
+    END IF;
+    INSERT INTO pgretention.partition_op (table_id, class_name, partition_schema, partition_name, range_from,
+        range_to, op, state, rows_estimate, bytes, rows_rescued, lock_attempts, run_id)
+    SELECT p_table_id, p_class, l.leaf_schema, l.leaf_name, l.range_from, l.range_to,
+           CASE WHEN t.on_expiry = 'archive' THEN 'archive' ELSE 'drop' END, 'detached',
+           greatest(k.reltuples, 0)::bigint, pg_total_relation_size(p_leaf), v_rescued, p_attempts, p_run_id
+    FROM pg_class k WHERE k.oid = p_leaf
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END
+$$;
+
+-- Drop (or move to the archive schema) a detached partition and audit it. The detached table is
+-- no longer part of the live table, so its file removal holds no lock an application waits on.
+-- Returns false when the lock was not granted in time (a report still reading it): next run.
+CREATE OR REPLACE FUNCTION pgretention._finish_op(p_op_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o pgretention.partition_op;
+    t pgretention.managed_table;
+    v_rel regclass;
+BEGIN
+    SELECT * INTO o FROM pgretention.partition_op WHERE id = p_op_id AND state = 'detached' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN true;
+    END IF;
+    SELECT * INTO t FROM pgretention.managed_table WHERE id = o.table_id;
+    v_rel := to_regclass(format('%I.%I', o.partition_schema, o.partition_name));
+    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    BEGIN
+        IF v_rel IS NOT NULL THEN
+            IF o.op = 'archive' THEN
+                EXECUTE format('ALTER TABLE %s SET SCHEMA %I', v_rel, t.archive_schema);
+            ELSE
+                EXECUTE format('DROP TABLE %s', v_rel);
+            END IF;
+        END IF;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN false;
+    END;
+    UPDATE pgretention.partition_op SET state = 'done', done_at = clock_timestamp() WHERE id = p_op_id;
+    PERFORM pgretention._audit(CASE o.op WHEN 'archive' THEN 'partition.archive' ELSE 'partition.drop' END,
+        format('%I.%I', t.table_schema, t.table_name),
+        jsonb_build_object('class', o.class_name, 'partition', o.partition_name, 'from', o.range_from,
+                           'to', o.range_to, 'rows', o.rows_estimate, 'bytes', o.bytes,
+                           'rows_kept_for_longer_class', o.rows_rescued, 'lock_attempts', o.lock_attempts,
+                           'missing', v_rel IS NULL));
+    RETURN true;
+END
+$$;
+
+-- Operations left half-done (detached, not yet dropped) by an earlier run or a crash.
+CREATE OR REPLACE FUNCTION pgretention._pending_ops()
+RETURNS SETOF bigint
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT id FROM pgretention.partition_op WHERE state = 'detached' ORDER BY id $$;
+
+-- Finish detaches left pending by an interrupted DETACH ... CONCURRENTLY on a managed table.
+CREATE OR REPLACE FUNCTION pgretention._finalize_pending_detach()
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    n int := 0;
+BEGIN
+    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    FOR r IN SELECT i.inhparent::regclass AS parent, i.inhrelid::regclass AS child
+             FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+             JOIN pgretention.retention_class c ON c.parent_schema = pn.nspname AND c.parent_name = p.relname
+             WHERE i.inhdetachpending LOOP
+        BEGIN
+            EXECUTE format('ALTER TABLE %s DETACH PARTITION %s FINALIZE', r.parent, r.child);
+            n := n + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- The WHERE condition selecting the expired rows of a class's default partition (late rows,
+-- out-of-range timestamps). Values moved to another class follow that class's period.
+CREATE OR REPLACE FUNCTION pgretention._default_expired_cond(p_table_id int, p_class text, p_now timestamptz)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    t pgretention.managed_table;
+    c pgretention.retention_class;
+    v_cond text;
+    v_moved text[];
+BEGIN
+    SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
+    SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
+    v_cond := format('%I < %s', t.time_column, pgretention._typed_literal(p_now - c.drop_after, t.time_type, t.time_zone));
+    IF t.class_column IS NOT NULL THEN
+        v_moved := ARRAY(SELECT m.value FROM pgretention.class_member m
+                         WHERE m.table_id = p_table_id AND m.routed_class = p_class AND m.class_name <> p_class);
+        IF cardinality(v_moved) > 0 THEN
+            v_cond := format('(%s AND (%I IS NULL OR NOT %I::text = ANY (%L::text[])))',
+                             v_cond, t.class_column, t.class_column, v_moved)
+                || (SELECT string_agg(format(' OR (%I::text = %L AND %I < %s)', t.class_column, m.value,
+                                             t.time_column,
+                                             pgretention._typed_literal(p_now - a.drop_after, t.time_type, t.time_zone)), '')
+                    FROM pgretention.class_member m
+                    JOIN pgretention.retention_class a ON a.table_id = m.table_id AND a.class_name = m.class_name
+                    WHERE m.table_id = p_table_id AND m.routed_class = p_class AND m.class_name <> p_class);
+        END IF;
+    END IF;
+    IF t.null_time_action = 'purge' THEN
+        v_cond := format('(%s) OR %I IS NULL', v_cond, t.time_column);
+    END IF;
+    RETURN v_cond;
+END
+$$;
+
+-- Delete one batch of expired rows from a class's default partition. Returns rows deleted.
+CREATE OR REPLACE FUNCTION pgretention._purge_default_batch(
+    p_table_id int, p_class text, p_now timestamptz, p_batch int)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    t pgretention.managed_table;
+    v_default regclass;
+    v_n bigint;
+BEGIN
+    SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
+    SELECT l.leaf INTO v_default FROM pgretention._leaves(p_table_id, p_class) l WHERE l.is_default;
+    IF v_default IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    BEGIN
+        EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %s LIMIT %s))',
+                       v_default, v_default, pgretention._default_expired_cond(p_table_id, p_class, p_now), p_batch);
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'pgretention: % busy; expired rows left for the next run', v_default;
+        RETURN 0;
+    END;
+    IF v_n > 0 THEN
+        PERFORM pgretention._audit('default.purge', format('%I.%I', t.table_schema, t.table_name),
+            jsonb_build_object('class', p_class, 'partition', v_default::text, 'rows', v_n));
+    END IF;
+    RETURN v_n;
+END
+$$;
+
+-- Members moved to a class with a shorter period while their rows stayed in the old class's
+-- partitions: delete one batch of their rows that are past the new period. Returns rows deleted.
+CREATE OR REPLACE FUNCTION pgretention._purge_moved_batch(p_table_id int, p_now timestamptz, p_batch int)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    t pgretention.managed_table;
+    m record;
+    v_n bigint;
+    v_total bigint := 0;
+BEGIN
+    SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
+    FOR m IN SELECT mb.value, mb.class_name, r.parent_schema, r.parent_name, a.drop_after
+             FROM pgretention.class_member mb
+             JOIN pgretention.retention_class a ON a.table_id = mb.table_id AND a.class_name = mb.class_name
+             JOIN pgretention.retention_class r ON r.table_id = mb.table_id AND r.class_name = mb.routed_class
+             WHERE mb.table_id = p_table_id AND a.drop_after < r.drop_after LOOP
+        EXIT WHEN v_total >= p_batch;
+        EXECUTE format('DELETE FROM %I.%I WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM %I.%I'
+                       ' WHERE %I::text = %L AND %I < %s LIMIT %s)',
+                       m.parent_schema, m.parent_name, m.parent_schema, m.parent_name, t.class_column, m.value,
+                       t.time_column, pgretention._typed_literal(p_now - m.drop_after, t.time_type, t.time_zone),
+                       p_batch - v_total);
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        IF v_n > 0 THEN
+            PERFORM pgretention._audit('member.purge', format('%I.%I', t.table_schema, t.table_name),
+                jsonb_build_object('class', m.class_name, 'value_hash', encode(sha256(convert_to(m.value, 'UTF8')), 'hex'),
+                                   'rows', v_n));
+        END IF;
+        v_total := v_total + v_n;
+    END LOOP;
+    RETURN v_total;
+END
+$$;

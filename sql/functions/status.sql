@@ -1,0 +1,121 @@
+-- plan: what a run at p_now would remove, changing nothing.
+CREATE OR REPLACE FUNCTION pgretention.plan(p_now timestamptz DEFAULT NULL, p_table text DEFAULT NULL)
+RETURNS TABLE (table_name text, class_name text, partition text, range_from text, range_to text,
+               action text, rows_estimate bigint, bytes bigint)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    v_now timestamptz := coalesce(p_now, now());
+    r record;
+    l record;
+    v_default regclass;
+    v_n bigint;
+BEGIN
+    FOR r IN SELECT * FROM pgretention._run_targets(p_table) LOOP
+        FOR l IN SELECT * FROM pgretention._expired_leaves(r.table_id, r.class_name, v_now) LOOP
+            table_name := r.table_name; class_name := r.class_name;
+            partition := format('%I.%I', l.leaf_schema, l.leaf_name);
+            range_from := l.range_from; range_to := l.range_to;
+            action := (SELECT CASE WHEN m.on_expiry = 'archive' THEN 'detach and archive' ELSE 'detach and drop' END
+                       FROM pgretention.managed_table m WHERE m.id = r.table_id);
+            rows_estimate := l.rows_estimate; bytes := l.bytes;
+            RETURN NEXT;
+        END LOOP;
+        SELECT x.leaf INTO v_default FROM pgretention._leaves(r.table_id, r.class_name) x WHERE x.is_default;
+        IF v_default IS NOT NULL THEN
+            EXECUTE format('SELECT count(*) FROM %s WHERE %s', v_default,
+                           pgretention._default_expired_cond(r.table_id, r.class_name, v_now)) INTO v_n;
+            IF v_n > 0 THEN
+                table_name := r.table_name; class_name := r.class_name; partition := v_default::text;
+                range_from := NULL; range_to := NULL; action := 'delete expired rows in batches';
+                rows_estimate := v_n; bytes := NULL;
+                RETURN NEXT;
+            END IF;
+        END IF;
+    END LOOP;
+    FOR r IN SELECT o.*, format('%I.%I', m.table_schema, m.table_name) AS t FROM pgretention.partition_op o
+             JOIN pgretention.managed_table m ON m.id = o.table_id WHERE o.state = 'detached' LOOP
+        table_name := r.t; class_name := r.class_name; partition := format('%I.%I', r.partition_schema, r.partition_name);
+        range_from := r.range_from; range_to := r.range_to; action := 'finish pending ' || r.op;
+        rows_estimate := r.rows_estimate; bytes := r.bytes;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- status: per managed table and class, what is kept and how it stands against its promise.
+-- worst_case_overshoot: a row can live up to one partition interval past drop_after (whole
+-- partitions are dropped) plus the longest gap between two scheduled runs.
+CREATE OR REPLACE FUNCTION pgretention.status(p_now timestamptz DEFAULT NULL)
+RETURNS TABLE (table_name text, class_name text, drop_after interval, anonymise_after interval,
+               partition_interval interval, worst_case_overshoot interval, members int,
+               partitions int, total_bytes bigint, oldest_row timestamptz, oldest_row_age interval,
+               expired_partitions int, default_rows bigint, expired_default_rows bigint, null_time_rows bigint,
+               pending_ops int, last_run timestamptz, last_run_status text, last_run_message text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
+AS $$
+DECLARE
+    v_now timestamptz := coalesce(p_now, now());
+    t pgretention.managed_table;
+    c pgretention.retention_class;
+    r record;
+    l record;
+    v_min text;
+    v_default regclass;
+    v_run pgretention.job_run;
+BEGIN
+    SELECT * INTO v_run FROM pgretention.job_run WHERE status <> 'skipped' ORDER BY id DESC LIMIT 1;
+    FOR r IN SELECT m.id, k.class_name FROM pgretention.managed_table m
+             JOIN pgretention.retention_class k ON k.table_id = m.id
+             ORDER BY m.table_schema, m.table_name, k.class_name LOOP
+        SELECT * INTO t FROM pgretention.managed_table m WHERE m.id = r.id;
+        SELECT * INTO c FROM pgretention.retention_class k WHERE k.table_id = r.id AND k.class_name = r.class_name;
+        table_name := format('%I.%I', t.table_schema, t.table_name);
+        class_name := c.class_name;
+        drop_after := c.drop_after;
+        anonymise_after := c.anonymise_after;
+        partition_interval := t.partition_interval;
+        worst_case_overshoot := t.partition_interval + pgretention._setting_value('schedule_max_gap')::interval;
+        members := (SELECT count(*) FROM pgretention.class_member m WHERE m.table_id = t.id AND m.class_name = c.class_name);
+        SELECT count(*) FILTER (WHERE NOT x.is_default), coalesce(sum(pg_total_relation_size(x.leaf)), 0),
+               count(*) FILTER (WHERE NOT x.is_default AND x.upper_abs <= v_now - c.drop_after)
+          INTO partitions, total_bytes, expired_partitions
+          FROM pgretention._leaves(t.id, c.class_name) x;
+        -- oldest row: the first non-empty partition in time order, and the default partition
+        oldest_row := NULL;
+        FOR l IN SELECT * FROM pgretention._leaves(t.id, c.class_name) x WHERE NOT x.is_default ORDER BY x.lower_abs LOOP
+            EXECUTE format('SELECT min(%I)::text FROM %s', t.time_column, l.leaf) INTO v_min;
+            IF v_min IS NOT NULL THEN
+                oldest_row := pgretention._to_abs(v_min, t.time_type, t.time_zone);
+                EXIT;
+            END IF;
+        END LOOP;
+        SELECT x.leaf INTO v_default FROM pgretention._leaves(t.id, c.class_name) x WHERE x.is_default;
+        default_rows := 0; expired_default_rows := 0; null_time_rows := 0;
+        IF v_default IS NOT NULL THEN
+            EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %s), count(*) FILTER (WHERE %I IS NULL),'
+                           ' min(%I)::text FROM %s',
+                           pgretention._default_expired_cond(t.id, c.class_name, v_now), t.time_column,
+                           t.time_column, v_default)
+                INTO default_rows, expired_default_rows, null_time_rows, v_min;
+            IF v_min IS NOT NULL THEN
+                oldest_row := least(oldest_row, pgretention._to_abs(v_min, t.time_type, t.time_zone));
+            END IF;
+        END IF;
+        oldest_row_age := v_now - oldest_row;
+        pending_ops := (SELECT count(*) FROM pgretention.partition_op o WHERE o.table_id = t.id
+                        AND o.class_name = c.class_name AND o.state = 'detached');
+        last_run := v_run.started_at;
+        last_run_status := v_run.status;
+        last_run_message := v_run.message;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
