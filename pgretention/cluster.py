@@ -136,6 +136,7 @@ class LocalCluster:
             "unix_socket_directories": f"'{self.sockdir}'",
             "shared_preload_libraries": "'pg_cron'",
             "cron.database_name": "'postgres'",
+            "cron.use_background_workers": "on",
             "max_worker_processes": "16",
             "max_connections": "100",
             "wal_level": "replica",
@@ -182,6 +183,30 @@ class LocalCluster:
         """Stop (``immediate`` simulates a crash) and start again, keeping the data."""
         self.stop(mode=mode, remove=False)
         self.start()
+
+    def make_standby(self) -> LocalCluster:
+        """A streaming replica of this cluster (pg_basebackup), started; stop() removes it."""
+        standby = LocalCluster()
+        standby.base_dir.mkdir(parents=True, exist_ok=True)
+        standby.sockdir.mkdir(exist_ok=True)
+        os.chmod(standby.base_dir, 0o755)
+        for p in (standby.base_dir, standby.sockdir):
+            standby._chown(p)
+        env = dict(os.environ, PGPASSWORD=SUPERUSER_PASSWORD)
+        try:
+            self._run_as_owner(
+                [str(self.bindir / "pg_basebackup"), "-D", str(standby.datadir), "-R", "-X", "stream",
+                 "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER],
+                env=env,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise PgRetentionError(f"pg_basebackup failed: {exc.stderr.strip()}") from exc
+        with open(standby.datadir / "postgresql.auto.conf", "a") as fh:
+            fh.write(f"port = {standby.port}\nunix_socket_directories = '{standby.sockdir}'\n")
+        return standby.start()
+
+    def promote(self) -> None:
+        self._run_as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "promote"])
 
     def conninfo(self, dbname: str = "postgres", **extra: str) -> str:
         parts = {"host": str(self.sockdir), "port": str(self.port), "user": SUPERUSER, "dbname": dbname}

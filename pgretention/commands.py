@@ -1,9 +1,287 @@
-"""Engine commands (run, plan, status, tables, classes) registered on the CLI group."""
+"""Engine commands: run, plan, status, table/class/member policy, settings, schedule."""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+from typing import Any
+
 import click
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pgretention import schedule
+from pgretention.cli import Ctx, console, emit, pass_ctx, table
+from pgretention.db import Conn, connect, translated
+from pgretention.errors import InvalidInput, NotInstalled
+
+CLASS_SPEC = re.compile(r"^([a-z][a-z0-9_]{0,29}):([^:]+)(?::([^:]+))?$")
+
+
+def _conn(ctx: Ctx, **kw: Any) -> Conn:
+    conn = connect(ctx.dsn, **kw)
+    row = conn.execute("SELECT to_regclass('pgretention.managed_table')").fetchone()
+    if row is None or row[0] is None:
+        db = conn.execute("SELECT current_database()").fetchone()
+        conn.close()
+        raise NotInstalled(f"pgretention is not installed in database {db[0] if db else '?'} (run `pgretention install`)")
+    return conn
+
+
+def _rows(conn: Conn, query: str, params: Any = None) -> list[dict[str, Any]]:
+    with translated(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
+def _parse_classes(specs: tuple[str, ...], members: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    classes: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        m = CLASS_SPEC.match(spec)
+        if not m:
+            raise InvalidInput(f"invalid --class {spec!r}: expected NAME:DROP_AFTER[:ANONYMISE_AFTER], e.g. eu:'6 months'")
+        d: dict[str, Any] = {"drop_after": m.group(2)}
+        if m.group(3):
+            d["anonymise_after"] = m.group(3)
+        classes[m.group(1)] = d
+    for item in members:
+        value, sep, cls = item.rpartition("=")
+        if not sep or not value or cls not in classes:
+            raise InvalidInput(f"invalid --member {item!r}: expected VALUE=CLASS with a class given by --class")
+        classes[cls].setdefault("members", []).append(value)
+    if not classes:
+        raise InvalidInput("at least one --class NAME:DROP_AFTER is needed")
+    return classes
+
+
+# -- run / plan / status ---------------------------------------------------------------------
+@click.command()
+@click.option("--table", "table_name", default=None, help="Only this managed table.")
+@click.option("--now", "ref", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+              default=None, help="Reference time (UTC) instead of the current time (simulations).")
+@pass_ctx
+def run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
+    """Premake partitions, drop expired ones, purge default partitions (what the pg_cron job does)."""
+    ref_s = ref.isoformat() + "+00:00" if ref else None
+    with _conn(ctx) as conn:
+        planned = _rows(conn, "SELECT * FROM pgretention.plan(%s, %s)", [ref_s, table_name])
+    notices: list[str] = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=ctx.fmt == "json" or not console.is_terminal) as progress:
+        task = progress.add_task("purging", total=max(len(planned), 1))
+
+        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+            msg = diag.message_primary or ""
+            notices.append(msg)
+            if "dropped partition" in msg or "deleted" in msg or "finished pending" in msg:
+                progress.advance(task)
+                progress.update(task, description=msg.removeprefix("pgretention: ")[:60])
+
+        with _conn(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
+            conn.execute("CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'cli')", [ref_s, table_name])
+            last = _rows(conn, "SELECT id, status, started_at, finished_at, summary, message FROM pgretention.job_run"
+                               " ORDER BY id DESC LIMIT 1")
+    result = {"run": last[0] if last else None, "messages": notices}
+
+    def render(d: dict[str, Any]) -> None:
+        for n in d["messages"]:
+            click.echo(n)
+
+    emit(ctx, result, render)
+    if last and last[0]["status"] == "failed":
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.option("--table", "table_name", default=None)
+@click.option("--now", "ref", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None)
+@pass_ctx
+def plan(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
+    """What the next run would remove; changes nothing."""
+    with _conn(ctx) as conn:
+        rows = _rows(conn, "SELECT * FROM pgretention.plan(%s, %s)",
+                     [ref.isoformat() + "+00:00" if ref else None, table_name])
+    emit(ctx, rows, lambda r: table("pgretention plan", r) if r else click.echo("nothing to remove"))
+
+
+@click.command()
+@click.option("--now", "ref", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None)
+@pass_ctx
+def status(ctx: Ctx, ref: datetime | None) -> None:
+    """Retention, overshoot, oldest row, partitions, default rows, last and next run per table and class."""
+    with _conn(ctx) as conn:
+        rows = _rows(conn, "SELECT * FROM pgretention.status(%s)", [ref.isoformat() + "+00:00" if ref else None])
+    job = schedule.job_state(ctx.dsn)
+    data = {"tables": rows, "schedule": job}
+
+    def render(d: dict[str, Any]) -> None:
+        cols = ["table_name", "class_name", "drop_after", "partition_interval", "worst_case_overshoot",
+                "partitions", "total_bytes", "oldest_row_age", "expired_partitions", "default_rows",
+                "expired_default_rows", "null_time_rows", "last_run_status"]
+        table("pgretention status", d["tables"], cols)
+        j = d["schedule"]
+        if not j.get("pg_cron"):
+            click.echo(schedule.FALLBACK)
+        elif not j.get("scheduled"):
+            click.echo(f"pg_cron job {j['job']} is not scheduled (run `pgretention install`)")
+        else:
+            last = j.get("last_run") or {}
+            click.echo(f"pg_cron job {j['job']}: {j['schedule']} (GMT), active={j['active']}, "
+                       f"last run {last.get('start')} {last.get('status', '')}, next run {j.get('next_run')}")
+
+    emit(ctx, data, render)
+
+
+# -- policy ----------------------------------------------------------------------------------
+@click.group("table")
+def table_group() -> None:
+    """Managed tables."""
+
+
+@table_group.command("create")
+@click.argument("name")
+@click.option("--columns", required=True, help="Column list, e.g. 'id bigint, started_at timestamptz NOT NULL'.")
+@click.option("--time-column", required=True)
+@click.option("--interval", "interval_", default="1 day", show_default=True)
+@click.option("--class", "classes", multiple=True, help="NAME:DROP_AFTER[:ANONYMISE_AFTER]; repeatable.")
+@click.option("--class-column", default=None)
+@click.option("--default-class", default=None)
+@click.option("--member", "members", multiple=True, help="VALUE=CLASS; repeatable.")
+@click.option("--premake", default=4, show_default=True, type=int)
+@click.option("--time-zone", default="UTC", show_default=True, help="Zone of timestamp/date columns.")
+@click.option("--min-drop-after", default=None)
+@click.option("--max-drop-after", default=None)
+@click.option("--archive-schema", default=None, help="Move expired partitions here instead of dropping them.")
+@pass_ctx
+def table_create(ctx: Ctx, name: str, columns: str, time_column: str, interval_: str, classes: tuple[str, ...],
+                 class_column: str | None, default_class: str | None, members: tuple[str, ...], premake: int,
+                 time_zone: str, min_drop_after: str | None, max_drop_after: str | None,
+                 archive_schema: str | None) -> None:
+    """Create a new managed, partitioned table."""
+    cls = _parse_classes(classes, members)
+    with _conn(ctx) as conn, translated():
+        tid = conn.execute(
+            "SELECT pgretention.create_table(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
+            " p_premake => %s, p_time_zone => %s, p_min_drop_after => %s, p_max_drop_after => %s,"
+            " p_on_expiry => %s, p_archive_schema => %s)",
+            [name, columns, time_column, interval_, Jsonb(cls), class_column, default_class, premake, time_zone,
+             min_drop_after, max_drop_after, "archive" if archive_schema else "drop", archive_schema],
+        ).fetchone()
+    emit(ctx, {"table": name, "id": tid[0] if tid else None, "classes": cls},
+         lambda d: click.echo(f"created {d['table']} with classes {', '.join(d['classes'])}"))
+
+
+@table_group.command("manage")
+@click.argument("name")
+@click.option("--time-column", required=True)
+@click.option("--interval", "interval_", default="1 day", show_default=True)
+@click.option("--drop-after", required=True)
+@click.option("--anonymise-after", default=None)
+@click.option("--premake", default=4, show_default=True, type=int)
+@pass_ctx
+def table_manage(ctx: Ctx, name: str, time_column: str, interval_: str, drop_after: str,
+                 anonymise_after: str | None, premake: int) -> None:
+    """Manage an existing table partitioned by range on its time column."""
+    cls: dict[str, Any] = {"default": {"drop_after": drop_after}}
+    if anonymise_after:
+        cls["default"]["anonymise_after"] = anonymise_after
+    with _conn(ctx) as conn, translated():
+        conn.execute("SELECT pgretention.manage_table(%s, %s, %s, %s, p_premake => %s)",
+                     [name, time_column, interval_, Jsonb(cls), premake])
+    emit(ctx, {"table": name}, lambda d: click.echo(f"{d['table']} is now managed"))
+
+
+@table_group.command("release")
+@click.argument("name")
+@pass_ctx
+def table_release(ctx: Ctx, name: str) -> None:
+    """Stop managing a table (its data stays)."""
+    with _conn(ctx) as conn, translated():
+        conn.execute("SELECT pgretention.release_table(%s)", [name])
+    emit(ctx, {"released": name}, lambda d: click.echo(f"released {d['released']}"))
+
+
+@click.group("class")
+def class_group() -> None:
+    """Retention classes."""
+
+
+@class_group.command("add")
+@click.argument("table_name")
+@click.argument("name")
+@click.option("--drop-after", required=True)
+@click.option("--anonymise-after", default=None)
+@click.option("--member", "members", multiple=True)
+@pass_ctx
+def class_add(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_after: str | None,
+              members: tuple[str, ...]) -> None:
+    """Add a retention class to a managed table."""
+    with _conn(ctx) as conn, translated():
+        conn.execute("SELECT pgretention.add_class(%s, %s, %s, %s, %s)",
+                     [table_name, name, drop_after, anonymise_after, list(members) or None])
+    emit(ctx, {"table": table_name, "class": name}, lambda d: click.echo(f"added class {d['class']}"))
+
+
+@class_group.command("set")
+@click.argument("table_name")
+@click.argument("name")
+@click.option("--drop-after", required=True)
+@click.option("--anonymise-after", default=None)
+@pass_ctx
+def class_set(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_after: str | None) -> None:
+    """Change a class's periods (a shorter period applies at the next run)."""
+    with _conn(ctx) as conn, translated():
+        conn.execute("SELECT pgretention.set_class(%s, %s, %s, %s)", [table_name, name, drop_after, anonymise_after])
+    emit(ctx, {"table": table_name, "class": name}, lambda d: click.echo(f"changed class {d['class']}"))
+
+
+@click.command("assign")
+@click.argument("table_name")
+@click.argument("value")
+@click.argument("class_name")
+@pass_ctx
+def assign(ctx: Ctx, table_name: str, value: str, class_name: str) -> None:
+    """Assign a class-column value (tenant, region) to a class."""
+    with _conn(ctx) as conn, translated():
+        res = conn.execute("SELECT pgretention.assign_member(%s, %s, %s)", [table_name, value, class_name]).fetchone()
+    emit(ctx, {"result": res[0] if res else None}, lambda d: click.echo(d["result"]))
+
+
+@click.group("settings")
+def settings_group() -> None:
+    """Engine settings."""
+
+
+@settings_group.command("show")
+@pass_ctx
+def settings_show(ctx: Ctx) -> None:
+    with _conn(ctx) as conn:
+        rows = _rows(conn, "SELECT name, value, description FROM pgretention.setting ORDER BY name")
+    emit(ctx, rows, lambda r: table("pgretention settings", r))
+
+
+@settings_group.command("set")
+@click.argument("name")
+@click.argument("value")
+@pass_ctx
+def settings_set(ctx: Ctx, name: str, value: str) -> None:
+    with _conn(ctx) as conn, translated():
+        if name == "schedule":
+            schedule.validate(value)
+            conn.execute("SELECT pgretention.set_setting('schedule_max_gap', %s)", [schedule.max_gap(value)])
+        conn.execute("SELECT pgretention.set_setting(%s, %s)", [name, value])
+    msg = f"{name} = {value}"
+    if name == "schedule":
+        msg += "; " + schedule.ensure_job(ctx.dsn)
+    emit(ctx, {"setting": name, "value": value, "message": msg}, lambda d: click.echo(d["message"]))
 
 
 def register(cli: click.Group) -> None:
-    return None
+    for cmd in (run, plan, status, table_group, class_group, assign, settings_group):
+        cli.add_command(cmd)
+
+
+__all__ = ["register"]

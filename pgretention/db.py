@@ -34,7 +34,7 @@ def build_conninfo(dsn: str | None, **overrides: Any) -> str:
     params.setdefault("application_name", APPLICATION_NAME)
     params.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
     params.update({k: v for k, v in overrides.items() if v is not None})
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def connect(

@@ -174,7 +174,7 @@ def install(
     engine = _engine(dsn, statement_timeout)
     try:
         with engine.begin() as sa_conn:
-            conn: Conn = sa_conn.connection.driver_connection  # type: ignore[assignment]
+            conn: Conn = sa_conn.connection.driver_connection
             _check_server(conn)
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [INSTALL_LOCK])
             before = installed_revision(conn)

@@ -20,7 +20,10 @@ from pgretention.errors import InvalidInput, PermissionDenied
 
 JOB_PREFIX = "pgretention:"
 HISTORY_JOB = "pgretention:cron-history"
-HISTORY_KEEP = "30 days"
+HISTORY_COMMAND = (
+    "DELETE FROM cron.job_run_details WHERE end_time < now() - interval '30 days'"
+    " AND jobid IN (SELECT jobid FROM cron.job WHERE jobname LIKE 'pgretention:%')"
+)
 FALLBACK = (
     "pg_cron is not available (add it to shared_preload_libraries and set cron.database_name); "
     "schedule `pgretention run` from cron or a systemd timer instead"
@@ -48,7 +51,7 @@ def max_gap(expr: str) -> str:
 
 def next_run(expr: str, after: datetime | None = None) -> datetime:
     base = after or datetime.now(timezone.utc)
-    return croniter(expr, base).get_next(datetime)  # type: ignore[no-any-return]
+    return croniter(expr, base).get_next(datetime)
 
 
 def job_name(dbname: str) -> str:
@@ -110,8 +113,7 @@ def ensure_job(dsn: str | None) -> str:
                 cconn,
                 HISTORY_JOB,
                 "17 3 * * *",
-                "DELETE FROM cron.job_run_details WHERE end_time < now() - interval "
-                f"'{HISTORY_KEEP}' AND jobid IN (SELECT jobid FROM cron.job WHERE jobname LIKE 'pgretention:%')",
+                HISTORY_COMMAND,
                 cron_db,
             )
     except psycopg.Error as exc:

@@ -35,7 +35,7 @@ BEGIN
     IF p_value IS NULL THEN
         RAISE EXCEPTION 'setting "%" cannot be NULL', p_name USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_name IN ('lock_timeout', 'retry_backoff_max', 'max_lock_wait_total', 'job_history_keep') THEN
+    IF p_name IN ('lock_timeout', 'retry_backoff_max', 'max_lock_wait_total', 'job_history_keep', 'schedule_max_gap') THEN
         BEGIN
             IF p_value::interval <= interval '0' THEN
                 RAISE EXCEPTION 'setting "%" must be a positive interval, got "%"', p_name, p_value

@@ -283,13 +283,19 @@ BEGIN
         RAISE EXCEPTION 'table %.% already exists: use manage_table for an existing partitioned table',
             v_name.schema_name, v_name.table_name USING ERRCODE = 'duplicate_table';
     END IF;
-    IF p_class_column IS NOT NULL THEN
-        EXECUTE format('CREATE TABLE %I.%I (%s) PARTITION BY LIST (%I)',
-                       v_name.schema_name, v_name.table_name, v_cols, pgretention._check_ident('class column', p_class_column));
-    ELSE
-        EXECUTE format('CREATE TABLE %I.%I (%s) PARTITION BY RANGE (%I)',
-                       v_name.schema_name, v_name.table_name, v_cols, pgretention._check_ident('time column', p_time_column));
-    END IF;
+    BEGIN
+        IF p_class_column IS NOT NULL THEN
+            EXECUTE format('CREATE TABLE %I.%I (%s) PARTITION BY LIST (%I)', v_name.schema_name, v_name.table_name,
+                           v_cols, pgretention._check_ident('class column', p_class_column));
+        ELSE
+            EXECUTE format('CREATE TABLE %I.%I (%s) PARTITION BY RANGE (%I)', v_name.schema_name, v_name.table_name,
+                           v_cols, pgretention._check_ident('time column', p_time_column));
+        END IF;
+    EXCEPTION WHEN undefined_column THEN
+        RAISE EXCEPTION 'column % does not exist in table %.%',
+            quote_ident(coalesce(p_class_column, p_time_column)), v_name.schema_name, v_name.table_name
+            USING ERRCODE = 'undefined_column';
+    END;
     v_id := pgretention._register_table(v_name.schema_name, v_name.table_name, p_time_column, p_interval,
         p_classes, p_class_column, p_default_class, p_premake, p_time_zone, p_min_drop_after, p_max_drop_after,
         p_on_expiry, p_archive_schema, p_null_time);

@@ -1,0 +1,1 @@
+"""Benchmarks of the partition retention engine: ``python -m benchmarks`` (see docs/benchmarks.md)."""

@@ -1,0 +1,113 @@
+"""``python -m benchmarks``: run the partition retention benchmarks and report figures and targets.
+
+Results go to ``benchmarks/results/<name>.json`` and ``<name>.png`` (or ``--out``). The default
+scale keeps a whole run within a few minutes on a 2-core machine; ``--scale 1`` is the full size
+(10M expired rows in ``purge``). See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import ingest, purge, size
+from benchmarks.common import Context, Result, Server, log
+
+BENCHMARKS: dict[str, Callable[[Context], Result]] = {
+    purge.NAME: purge.run,
+    size.NAME: size.run,
+    ingest.NAME: ingest.run,
+}
+DEFAULT_SCALE = 0.2
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmarks of pgretention's partition retention engine against DELETE + VACUUM and "
+                    "pg_partman's retention, on a throwaway local PostgreSQL cluster.",
+    )
+    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE,
+                        help=f"multiplies row counts (and the ingest report's duration); default {DEFAULT_SCALE}, "
+                             "1.0 = 10M expired rows in purge")
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
+                        help="run only this benchmark (purge, size or ingest); may be repeated")
+    parser.add_argument("--dsn", help="use this existing server instead of a throwaway cluster (the role must "
+                                      "be able to create databases and extensions; no restarts, so caches "
+                                      "stay warm)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for JSON results and PNG plots")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="connections loading test data in parallel (default: 2)")
+    args = parser.parse_args(argv)
+    if args.scale <= 0:
+        parser.error("--scale must be positive")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [n for n in BENCHMARKS if not args.only or n in args.only]
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    server = Server(args.dsn)
+    results: list[Result] = []
+    failed: list[str] = []
+    t0 = time.monotonic()
+    try:
+        server.start()
+        environment = server.environment()
+        ctx = Context(server=server, scale=args.scale, out=out, jobs=args.jobs)
+        log(f"benchmarks {', '.join(names)} at scale {args.scale:g}; results in {out}")
+        for name in names:
+            started = time.monotonic()
+            log(f"== {name}")
+            try:
+                result = BENCHMARKS[name](ctx)
+            except Exception as exc:
+                traceback.print_exc()
+                failed.append(f"{name}: {exc}")
+                continue
+            result.seconds = time.monotonic() - started
+            results.append(result)
+            _write_json(out / f"{name}.json", result.as_dict(environment))
+            print(result.render(), flush=True)
+            print(flush=True)
+    except KeyboardInterrupt:
+        failed.append("interrupted")
+    finally:
+        server.stop()
+
+    if results:
+        print(_summary(results, args.scale, time.monotonic() - t0))
+    for f in failed:
+        print(f"ERROR {f}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _summary(results: list[Result], scale: float, seconds: float) -> str:
+    lines = [f"== targets (scale {scale:g}, {seconds / 60:.1f} min in all)"]
+    for r in results:
+        for c in r.checks:
+            lines.append(f"   {r.name:<7} {c.line()}")
+    missed = sum(1 for r in results for c in r.checks if not c.ok)
+    total = sum(len(r.checks) for r in results)
+    lines.append(f"   {total - missed} of {total} targets met")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
