@@ -23,7 +23,7 @@ from pgretention.db import translate
 from pgretention.errors import InvalidInput, PgRetentionError
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 

@@ -195,7 +195,7 @@ class LocalCluster:
         env = dict(os.environ, PGPASSWORD=SUPERUSER_PASSWORD)
         try:
             self._run_as_owner(
-                [str(self.bindir / "pg_basebackup"), "-D", str(standby.datadir), "-R", "-X", "stream",
+                [str(self.bindir / "pg_basebackup"), "-D", str(standby.datadir), "-R", "-X", "stream", "-c", "fast",
                  "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER],
                 env=env,
             )

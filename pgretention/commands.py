@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -54,6 +54,28 @@ def _parse_classes(specs: tuple[str, ...], members: tuple[str, ...]) -> dict[str
     if not classes:
         raise InvalidInput("at least one --class NAME:DROP_AFTER is needed")
     return classes
+
+
+def _age(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, timedelta):
+        days, secs = v.days, v.seconds
+        if days and secs:
+            return f"{days}d {secs // 3600}h"
+        return f"{days}d" if days else f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
+    return str(v)
+
+
+def _size(n: Any) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
 
 
 # -- run / plan / status ---------------------------------------------------------------------
@@ -118,10 +140,19 @@ def status(ctx: Ctx, ref: datetime | None) -> None:
     data = {"tables": rows, "schedule": job}
 
     def render(d: dict[str, Any]) -> None:
-        cols = ["table_name", "class_name", "drop_after", "partition_interval", "worst_case_overshoot",
-                "partitions", "total_bytes", "oldest_row_age", "expired_partitions", "default_rows",
-                "expired_default_rows", "null_time_rows", "last_run_status"]
-        table("pgretention status", d["tables"], cols)
+        shown = [
+            {
+                "table": r["table_name"], "class": r["class_name"], "drop after": _age(r["drop_after"]),
+                "partition": _age(r["partition_interval"]), "worst overshoot": _age(r["worst_case_overshoot"]),
+                "partitions": r["partitions"], "size": _size(r["total_bytes"]),
+                "oldest row age": _age(r["oldest_row_age"]), "expired parts": r["expired_partitions"],
+                "default rows": f"{r['default_rows']} ({r['expired_default_rows']} expired)",
+                "no time": r["null_time_rows"], "pending": r["pending_ops"],
+                "last run": r["last_run_status"] or "never",
+            }
+            for r in d["tables"]
+        ]
+        table("pgretention status", shown)
         j = d["schedule"]
         if not j.get("pg_cron"):
             click.echo(schedule.FALLBACK)
@@ -129,8 +160,10 @@ def status(ctx: Ctx, ref: datetime | None) -> None:
             click.echo(f"pg_cron job {j['job']} is not scheduled (run `pgretention install`)")
         else:
             last = j.get("last_run") or {}
-            click.echo(f"pg_cron job {j['job']}: {j['schedule']} (GMT), active={j['active']}, "
-                       f"last run {last.get('start')} {last.get('status', '')}, next run {j.get('next_run')}")
+            last_s = f"{last['start']:%Y-%m-%d %H:%M} {last.get('status')}" if last.get("start") else "never"
+            next_s = f"{j['next_run']:%Y-%m-%d %H:%M} UTC" if j.get("next_run") else "-"
+            click.echo(f"pg_cron job {j['job']}: '{j['schedule']}' (GMT), active: {j['active']}, "
+                       f"last run: {last_s}, next run: {next_s}")
 
     emit(ctx, data, render)
 

@@ -189,6 +189,8 @@ DECLARE
     o pgretention.partition_op;
     t pgretention.managed_table;
     v_rel regclass;
+    v_rows bigint;
+    v_counted boolean := false;
 BEGIN
     SELECT * INTO o FROM pgretention.partition_op WHERE id = p_op_id AND state = 'detached' FOR UPDATE;
     IF NOT FOUND THEN
@@ -198,6 +200,12 @@ BEGIN
     v_rel := to_regclass(format('%I.%I', o.partition_schema, o.partition_name));
     PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
     BEGIN
+        -- the audit record carries an exact row count where counting is cheap (the table is
+        -- detached: counting blocks no application), the planner's estimate otherwise
+        IF v_rel IS NOT NULL AND pg_relation_size(v_rel) <= 64 * 1024 * 1024 THEN
+            EXECUTE format('SELECT count(*) FROM %s', v_rel) INTO v_rows;
+            v_counted := true;
+        END IF;
         IF v_rel IS NOT NULL THEN
             IF o.op = 'archive' THEN
                 EXECUTE format('ALTER TABLE %s SET SCHEMA %I', v_rel, t.archive_schema);
@@ -208,11 +216,14 @@ BEGIN
     EXCEPTION WHEN lock_not_available THEN
         RETURN false;
     END;
-    UPDATE pgretention.partition_op SET state = 'done', done_at = clock_timestamp() WHERE id = p_op_id;
+    UPDATE pgretention.partition_op SET state = 'done', done_at = clock_timestamp(),
+        rows_estimate = coalesce(v_rows, rows_estimate)
+    WHERE id = p_op_id;
     PERFORM pgretention._audit(CASE o.op WHEN 'archive' THEN 'partition.archive' ELSE 'partition.drop' END,
         format('%I.%I', t.table_schema, t.table_name),
         jsonb_build_object('class', o.class_name, 'partition', o.partition_name, 'from', o.range_from,
-                           'to', o.range_to, 'rows', o.rows_estimate, 'bytes', o.bytes,
+                           'to', o.range_to, 'rows', coalesce(v_rows, o.rows_estimate), 'rows_counted', v_counted,
+                           'bytes', o.bytes,
                            'rows_kept_for_longer_class', o.rows_rescued, 'lock_attempts', o.lock_attempts,
                            'missing', v_rel IS NULL));
     RETURN true;

@@ -225,8 +225,9 @@ BEGIN
             v_dropped := v_dropped + 1;
             v_tables := pg_catalog.jsonb_set(v_tables, ARRAY[v_key, 'partitions_dropped'],
                 pg_catalog.to_jsonb((v_tables -> v_key ->> 'partitions_dropped')::int + 1));
-            RAISE NOTICE 'pgretention: dropped partition % of % (% to %, ~% rows)%', v_leaf.leaf_name, v_key,
-                v_leaf.range_from, v_leaf.range_to, v_leaf.rows_estimate,
+            RAISE NOTICE 'pgretention: dropped partition % of % (% to %, % rows)%', v_leaf.leaf_name, v_key,
+                v_leaf.range_from, v_leaf.range_to,
+                (SELECT o.rows_estimate FROM pgretention.partition_op o WHERE o.id = v_op),
                 CASE WHEN v_ok THEN '' ELSE ' (detached; file removal pending)' END;
         END LOOP;
 
