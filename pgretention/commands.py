@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -312,9 +313,26 @@ def settings_set(ctx: Ctx, name: str, value: str) -> None:
     emit(ctx, {"setting": name, "value": value, "message": msg}, lambda d: click.echo(d["message"]))
 
 
+# Each engine keeps its commands in a module of its own with a ``register(cli)`` function.
+ENGINE_CLI_MODULES = (
+    "pgretention.entity_cli",
+    "pgretention.report_cli",
+    "pgretention.adopt_cli",
+    "pgretention.subject_cli",
+)
+
+
 def register(cli: click.Group) -> None:
     for cmd in (run, plan, status, table_group, class_group, assign, settings_group):
         cli.add_command(cmd)
+    for name in ENGINE_CLI_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(cli)
 
 
 __all__ = ["register"]
