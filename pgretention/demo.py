@@ -14,7 +14,6 @@ import time
 
 import psycopg
 
-from pgretention import installer
 from pgretention.cluster import LocalCluster
 
 CLASSES = [

@@ -39,7 +39,7 @@ GRANT EXECUTE ON FUNCTION
     pgretention._run_targets(text),
     pgretention._run_settings(),
     pgretention._pending_ops(),
-    pgretention._finish_op(bigint),
+    pgretention._finish_op(bigint, timestamptz),
     pgretention._finalize_pending_detach(),
     pgretention._premake(int, text, timestamptz),
     pgretention._expired_leaves(int, text, timestamptz),
@@ -50,3 +50,33 @@ GRANT EXECUTE ON FUNCTION
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION pgretention.status(timestamptz)
     TO pgretention_admin, pgretention_operator, pgretention_auditor;
+
+-- Subject requests and legal holds
+GRANT SELECT ON pgretention.subject_table, pgretention.subject_column, pgretention.tenant
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+GRANT SELECT ON pgretention.legal_hold TO pgretention_admin, pgretention_auditor;
+GRANT SELECT (id, kind, identifier_hashes, tenant, external_ref, received_at, due_at, extended_due_at,
+              extension_reason, status, fulfilled_at, result) ON pgretention.subject_request
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+GRANT SELECT ON pgretention.overdue_requests TO pgretention_admin, pgretention_operator, pgretention_auditor;
+GRANT EXECUTE ON FUNCTION
+    pgretention.register_subject_table(text, jsonb, text, text, text, jsonb, text),
+    pgretention.register_tenant(text),
+    pgretention.subject_index_ddl(text),
+    pgretention._attach_leaf_indexes(text, text, text),
+    pgretention.create_unrestricted_view(text),
+    pgretention.hold_set(text, text, text, text, text, text, timestamptz, timestamptz, timestamptz),
+    pgretention.hold_release(bigint)
+    TO pgretention_admin;
+GRANT EXECUTE ON FUNCTION
+    pgretention.request_create(text, jsonb, text, timestamptz, text),
+    pgretention.request_extend(bigint, timestamptz, text),
+    pgretention.request_export(bigint),
+    pgretention.request_fulfil(bigint, timestamptz),
+    pgretention.request_reject(bigint, text),
+    pgretention.subject_rows(jsonb, text)
+    TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION pgretention.overdue_requests_at(timestamptz)
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+GRANT EXECUTE ON FUNCTION pgretention._purge_released_holds(timestamptz), pgretention._purge_request_proofs(timestamptz)
+    TO pgretention_admin, pgretention_operator;

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-
 HOSTILE = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["1 day", "-1 day", "0", "banana", "13 months", "1e308 days", "99999999 years", "'; DROP TABLE x; --",

@@ -55,6 +55,7 @@ AS $$
     WHERE c.table_id = p_table_id AND c.class_name = p_class
       AND NOT l.is_default AND l.upper_abs IS NOT NULL
       AND l.upper_abs <= p_now - c.drop_after
+      AND NOT pgretention._leaf_held(c.table_id, c.class_name, l.lower_abs, l.upper_abs, p_now)
       AND NOT EXISTS (SELECT FROM pgretention.partition_op o  -- already detached, pending finish
                       WHERE o.partition_schema = l.leaf_schema AND o.partition_name = l.leaf_name
                         AND o.state = 'detached')
@@ -128,9 +129,9 @@ BEGIN
 END
 $$;
 
--- Detach one expired partition with a bounded lock wait and record it as pending. Rows of members
--- that must be kept longer are moved (in this transaction) into the class's default partition.
--- Returns the operation id, or NULL when the lock was not granted within lock_timeout.
+-- Detach one expired partition with a bounded lock wait and record it as pending; nothing else
+-- happens while the lock on the parent is held. Returns the operation id, or NULL when the lock
+-- was not granted within lock_timeout.
 CREATE OR REPLACE FUNCTION pgretention._detach_leaf(
     p_table_id int, p_class text, p_leaf regclass, p_run_id bigint, p_attempts int)
 RETURNS bigint
@@ -143,8 +144,6 @@ DECLARE
     t pgretention.managed_table;
     c pgretention.retention_class;
     l record;
-    v_keep text[];
-    v_rescued bigint := 0;
     v_id bigint;
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
@@ -159,27 +158,23 @@ BEGIN
     EXCEPTION WHEN lock_not_available THEN
         RETURN NULL;
     END;
-    v_keep := pgretention._longer_members(p_table_id, p_class);
-    IF cardinality(v_keep) > 0 THEN
-        EXECUTE format('INSERT INTO %I.%I SELECT * FROM %s WHERE %I::text = ANY ($1)',
-                       c.parent_schema, c.parent_name, p_leaf, t.class_column) USING v_keep;
-        GET DIAGNOSTICS v_rescued = ROW_COUNT;
-    END IF;
     INSERT INTO pgretention.partition_op (table_id, class_name, partition_schema, partition_name, range_from,
         range_to, op, state, rows_estimate, bytes, rows_rescued, lock_attempts, run_id)
     SELECT p_table_id, p_class, l.leaf_schema, l.leaf_name, l.range_from, l.range_to,
            CASE WHEN t.on_expiry = 'archive' THEN 'archive' ELSE 'drop' END, 'detached',
-           greatest(k.reltuples, 0)::bigint, pg_total_relation_size(p_leaf), v_rescued, p_attempts, p_run_id
+           greatest(k.reltuples, 0)::bigint, pg_total_relation_size(p_leaf), 0, p_attempts, p_run_id
     FROM pg_class k WHERE k.oid = p_leaf
     RETURNING id INTO v_id;
     RETURN v_id;
 END
 $$;
 
--- Drop (or move to the archive schema) a detached partition and audit it. The detached table is
--- no longer part of the live table, so its file removal holds no lock an application waits on.
+-- Finish a detached partition, in one transaction: rows of members moved to a longer class go
+-- back into the class's default partition, rows under legal hold are copied to the hold store,
+-- then the partition is dropped (or moved to the archive schema) and audited. The detached table
+-- is no longer part of the live table: nothing here holds a lock an application waits on.
 -- Returns false when the lock was not granted in time (a report still reading it): next run.
-CREATE OR REPLACE FUNCTION pgretention._finish_op(p_op_id bigint)
+CREATE OR REPLACE FUNCTION pgretention._finish_op(p_op_id bigint, p_now timestamptz DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -191,6 +186,10 @@ DECLARE
     v_rel regclass;
     v_rows bigint;
     v_counted boolean := false;
+    v_keep text[];
+    v_rescued bigint := 0;
+    v_held bigint := 0;
+    c pgretention.retention_class;
 BEGIN
     SELECT * INTO o FROM pgretention.partition_op WHERE id = p_op_id AND state = 'detached' FOR UPDATE;
     IF NOT FOUND THEN
@@ -206,6 +205,16 @@ BEGIN
             EXECUTE format('SELECT count(*) FROM %s', v_rel) INTO v_rows;
             v_counted := true;
         END IF;
+        IF v_rel IS NOT NULL AND o.op = 'drop' THEN
+            v_keep := pgretention._longer_members(o.table_id, o.class_name);
+            IF cardinality(v_keep) > 0 THEN
+                SELECT * INTO c FROM pgretention.retention_class WHERE table_id = o.table_id AND class_name = o.class_name;
+                EXECUTE format('INSERT INTO %I.%I SELECT * FROM %s WHERE %I::text = ANY ($1)',
+                               c.parent_schema, c.parent_name, v_rel, t.class_column) USING v_keep;
+                GET DIAGNOSTICS v_rescued = ROW_COUNT;
+            END IF;
+            v_held := pgretention._keep_held_rows(o.table_id, v_rel, o.partition_name, coalesce(p_now, now()));
+        END IF;
         IF v_rel IS NOT NULL THEN
             IF o.op = 'archive' THEN
                 EXECUTE format('ALTER TABLE %s SET SCHEMA %I', v_rel, t.archive_schema);
@@ -217,14 +226,15 @@ BEGIN
         RETURN false;
     END;
     UPDATE pgretention.partition_op SET state = 'done', done_at = clock_timestamp(),
-        rows_estimate = coalesce(v_rows, rows_estimate)
+        rows_estimate = coalesce(v_rows, rows_estimate), rows_rescued = v_rescued + v_held
     WHERE id = p_op_id;
     PERFORM pgretention._audit(CASE o.op WHEN 'archive' THEN 'partition.archive' ELSE 'partition.drop' END,
         format('%I.%I', t.table_schema, t.table_name),
         jsonb_build_object('class', o.class_name, 'partition', o.partition_name, 'from', o.range_from,
                            'to', o.range_to, 'rows', coalesce(v_rows, o.rows_estimate), 'rows_counted', v_counted,
                            'bytes', o.bytes,
-                           'rows_kept_for_longer_class', o.rows_rescued, 'lock_attempts', o.lock_attempts,
+                           'rows_kept_for_longer_class', v_rescued, 'rows_kept_under_hold', v_held,
+                           'lock_attempts', o.lock_attempts,
                            'missing', v_rel IS NULL));
     RETURN true;
 END
@@ -324,8 +334,9 @@ BEGIN
     END IF;
     PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
     BEGIN
-        EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s WHERE %s LIMIT %s))',
-                       v_default, v_default, pgretention._default_expired_cond(p_table_id, p_class, p_now), p_batch);
+        EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE (%s) AND NOT %s LIMIT %s))',
+                       v_default, v_default, pgretention._default_expired_cond(p_table_id, p_class, p_now),
+                       pgretention._hold_predicate(t.table_schema, t.table_name, p_now), p_batch);
         GET DIAGNOSTICS v_n = ROW_COUNT;
     EXCEPTION WHEN lock_not_available THEN
         RAISE NOTICE 'pgretention: % busy; expired rows left for the next run', v_default;
@@ -361,11 +372,11 @@ BEGIN
              JOIN pgretention.retention_class r ON r.table_id = mb.table_id AND r.class_name = mb.routed_class
              WHERE mb.table_id = p_table_id AND a.drop_after < r.drop_after LOOP
         EXIT WHEN v_total >= p_batch;
-        EXECUTE format('DELETE FROM %I.%I WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM %I.%I'
-                       ' WHERE %I::text = %L AND %I < %s LIMIT %s)',
+        EXECUTE format('DELETE FROM %I.%I WHERE (tableoid, ctid) IN (SELECT t.tableoid, t.ctid FROM %I.%I t'
+                       ' WHERE %I::text = %L AND %I < %s AND NOT %s LIMIT %s)',
                        m.parent_schema, m.parent_name, m.parent_schema, m.parent_name, t.class_column, m.value,
                        t.time_column, pgretention._typed_literal(p_now - m.drop_after, t.time_type, t.time_zone),
-                       p_batch - v_total);
+                       pgretention._hold_predicate(t.table_schema, t.table_name, p_now), p_batch - v_total);
         GET DIAGNOSTICS v_n = ROW_COUNT;
         IF v_n > 0 THEN
             PERFORM pgretention._audit('member.purge', format('%I.%I', t.table_schema, t.table_name),

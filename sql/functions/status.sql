@@ -26,8 +26,10 @@ BEGIN
         END LOOP;
         SELECT x.leaf INTO v_default FROM pgretention._leaves(r.table_id, r.class_name) x WHERE x.is_default;
         IF v_default IS NOT NULL THEN
-            EXECUTE format('SELECT count(*) FROM %s WHERE %s', v_default,
-                           pgretention._default_expired_cond(r.table_id, r.class_name, v_now)) INTO v_n;
+            EXECUTE format('SELECT count(*) FROM %s t WHERE (%s) AND NOT %s', v_default,
+                           pgretention._default_expired_cond(r.table_id, r.class_name, v_now),
+                           (SELECT pgretention._hold_predicate(m.table_schema, m.table_name, v_now)
+                            FROM pgretention.managed_table m WHERE m.id = r.table_id)) INTO v_n;
             IF v_n > 0 THEN
                 table_name := r.table_name; class_name := r.class_name; partition := v_default::text;
                 range_from := NULL; range_to := NULL; action := 'delete expired rows in batches';
