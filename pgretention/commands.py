@@ -137,8 +137,11 @@ def status(ctx: Ctx, ref: datetime | None) -> None:
     """Retention, overshoot, oldest row, partitions, default rows, last and next run per table and class."""
     with _conn(ctx) as conn:
         rows = _rows(conn, "SELECT * FROM pgretention.status(%s)", [ref.isoformat() + "+00:00" if ref else None])
+        unruled = _rows(conn, "SELECT format('%I.%I', m.table_schema, m.table_name) AS table_name,"
+                              " pgretention.anon_unruled_columns(m.id) AS columns FROM pgretention.managed_table m")
     job = schedule.job_state(ctx.dsn)
-    data = {"tables": rows, "schedule": job}
+    data = {"tables": rows, "schedule": job,
+            "columns_without_anonymisation_rule": {u["table_name"]: u["columns"] for u in unruled if u["columns"]}}
 
     def render(d: dict[str, Any]) -> None:
         shown = [
@@ -154,6 +157,8 @@ def status(ctx: Ctx, ref: datetime | None) -> None:
             for r in d["tables"]
         ]
         table("pgretention status", shown)
+        for name, cols in d["columns_without_anonymisation_rule"].items():
+            click.echo(f"warning: {name} has anonymisation rules but none for: {', '.join(cols)}")
         j = d["schedule"]
         if not j.get("pg_cron"):
             click.echo(schedule.FALLBACK)
@@ -319,6 +324,7 @@ ENGINE_CLI_MODULES = (
     "pgretention.report_cli",
     "pgretention.adopt_cli",
     "pgretention.subject_cli",
+    "pgretention.anon_cli",
 )
 
 

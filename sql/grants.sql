@@ -80,3 +80,26 @@ GRANT EXECUTE ON FUNCTION pgretention.overdue_requests_at(timestamptz)
     TO pgretention_admin, pgretention_operator, pgretention_auditor;
 GRANT EXECUTE ON FUNCTION pgretention._purge_released_holds(timestamptz), pgretention._purge_request_proofs(timestamptz)
     TO pgretention_admin, pgretention_operator;
+
+-- Anonymiser, roll-ups, encrypted fields. Key tables (anon_key, field_key) stay owner-only.
+GRANT SELECT ON pgretention.anon_rule, pgretention.anon_op, pgretention.rollup, pgretention.rollup_done
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+GRANT SELECT (epoch, created_at, rotated_at, destroyed_at) ON pgretention.anon_key TO pgretention_admin, pgretention_auditor;
+GRANT EXECUTE ON FUNCTION
+    pgretention.anon_set_rule(text, text, text, text),
+    pgretention.anon_key_rotate(text),
+    pgretention.anon_key_destroy(text),
+    pgretention.add_rollup(text, text, jsonb, jsonb, int)
+    TO pgretention_admin;
+GRANT EXECUTE ON PROCEDURE pgretention.run_anonymiser(timestamptz, text), pgretention._anon_drive(bigint)
+    TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION
+    pgretention._anon_open_ops(), pgretention._anon_due(int, text, timestamptz),
+    pgretention._anon_prepare(int, text, regclass, timestamptz), pgretention._anon_copy(bigint),
+    pgretention._anon_swap(bigint), pgretention._anon_finish(bigint),
+    pgretention.anon_unruled_columns(int)
+    TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION pgretention.encrypt_field(text, text) TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION pgretention.decrypt_field(bytea, text) TO pgretention_admin;
+GRANT EXECUTE ON FUNCTION pgretention._check_reference_time(timestamptz), pgretention._setting_value(text)
+    TO pgretention_admin, pgretention_operator;

@@ -134,8 +134,10 @@ def test_subject_hold_survives_partition_drop_until_released(telco: DB) -> None:
     drops = telco.one("SELECT sum((details->>'rows_kept_under_hold')::int) FROM pgretention.audit_log WHERE action = 'partition.drop'")
     assert drops == total
     telco.execute("SELECT pgretention.hold_release(%s)", [hold])
-    assert telco.one("SELECT pgretention._purge_released_holds(%s)", [future]) == total
+    with telco.connect() as conn:  # released: the kept rows go at the next run
+        conn.execute("CALL pgretention.run(%s)", [future])
     assert telco.one("SELECT count(*) FROM pgretention.hold_store") == 0
+    assert telco.one("SELECT details->>'rows' FROM pgretention.audit_log WHERE action = 'hold.store_purge'") == str(total)
 
 
 def test_table_hold_keeps_whole_partitions(telco: DB) -> None:

@@ -152,6 +152,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;  -- gone meanwhile
     END IF;
+    -- roll-ups are written before the raw data goes (idempotent; outside the parent's lock)
+    PERFORM pgretention._rollup_leaf(p_table_id, p_class, p_leaf, l.range_from, l.range_to);
     PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
     BEGIN
         EXECUTE format('ALTER TABLE %I.%I DETACH PARTITION %s', c.parent_schema, c.parent_name, p_leaf);

@@ -269,6 +269,19 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- 3. rows kept in the hold store whose holds ended; proofs of fulfilled requests past 5 years
+    BEGIN
+        v_n := pgretention._purge_released_holds(v_now);
+        v_rows := v_rows + v_n;
+        PERFORM pgretention._purge_request_proofs(v_now);
+    EXCEPTION WHEN OTHERS THEN
+        v_errors := v_errors || pg_catalog.jsonb_build_object('step', 'holds', 'error', SQLERRM);
+    END;
+    COMMIT;
+
+    -- 4. partitions past anonymise_after are rewritten anonymised (sql/functions/anonymise.sql)
+    CALL pgretention.run_anonymiser(v_now, p_table);
+
     v_status := CASE WHEN pg_catalog.jsonb_array_length(v_errors) > 0 THEN 'failed'
                      WHEN v_deferred > 0 THEN 'partial' ELSE 'ok' END;
     PERFORM pgretention._run_end(v_run, pg_catalog.jsonb_build_object(

@@ -1,0 +1,144 @@
+"""Commands of the anonymiser: column rules, runs, pseudonym keys, roll-ups."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pgretention.cli import Ctx, emit, pass_ctx, table
+from pgretention.commands import _conn, _rows
+from pgretention.db import translated
+from pgretention.errors import InvalidInput
+
+DATE = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])
+
+
+@click.group("anonymise")
+def anon_group() -> None:
+    """Anonymisation rules and runs (partition rewrite-and-swap)."""
+
+
+@anon_group.command("rule")
+@click.argument("table_name")
+@click.argument("column")
+@click.argument("method", type=click.Choice(["pseudonym", "e164_prefix", "ip_prefix", "null", "constant",
+                                             "time_trunc", "redact", "jsonb_drop", "keep"]))
+@click.argument("param", required=False)
+@pass_ctx
+def anon_rule(ctx: Ctx, table_name: str, column: str, method: str, param: str | None) -> None:
+    """Set how COLUMN of TABLE is anonymised."""
+    with _conn(ctx) as conn, translated():
+        conn.execute("SELECT pgretention.anon_set_rule(%s, %s, %s, %s)", [table_name, column, method, param])
+    emit(ctx, {"table": table_name, "column": column, "method": method, "param": param},
+         lambda d: click.echo(f"{d['table']}.{d['column']}: {d['method']} {d['param'] or ''}".rstrip()))
+
+
+@anon_group.command("rules")
+@pass_ctx
+def anon_rules(ctx: Ctx) -> None:
+    """Rules per table, and columns that have none."""
+    with _conn(ctx) as conn:
+        rows = _rows(conn, "SELECT format('%I.%I', m.table_schema, m.table_name) AS table_name, r.column_name, r.method,"
+                           " r.param FROM pgretention.anon_rule r JOIN pgretention.managed_table m ON m.id = r.table_id"
+                           " ORDER BY 1, 2")
+        missing = _rows(conn, "SELECT format('%I.%I', m.table_schema, m.table_name) AS table_name,"
+                              " pgretention.anon_unruled_columns(m.id) AS columns FROM pgretention.managed_table m")
+    data = {"rules": rows, "columns_without_rule": [m for m in missing if m["columns"]]}
+
+    def render(d: dict[str, Any]) -> None:
+        table("anonymisation rules", d["rules"]) if d["rules"] else click.echo("no rules")
+        for m in d["columns_without_rule"]:
+            click.echo(f"warning: {m['table_name']}: no rule for {', '.join(m['columns'])}")
+
+    emit(ctx, data, render)
+
+
+@anon_group.command("run")
+@click.option("--table", "table_name", default=None)
+@click.option("--now", "ref", type=DATE, default=None)
+@pass_ctx
+def anon_run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
+    """Anonymise every partition past its class's anonymise_after (also part of `pgretention run`)."""
+    notes: list[str] = []
+
+    def on_notice(d: psycopg.errors.Diagnostic) -> None:
+        notes.append(d.message_primary or "")
+        if ctx.fmt != "json":
+            click.echo(d.message_primary or "")
+
+    with _conn(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
+        conn.execute("CALL pgretention.run_anonymiser(%s, %s)", [ref.isoformat() + "+00:00" if ref else None, table_name])
+    if ctx.fmt == "json":
+        emit(ctx, {"messages": notes})
+
+
+@anon_group.command("key")
+@click.argument("action", type=click.Choice(["rotate", "destroy", "list"]))
+@click.argument("epoch", required=False)
+@click.option("--yes", is_flag=True)
+@pass_ctx
+def anon_key(ctx: Ctx, action: str, epoch: str | None, yes: bool) -> None:
+    """Rotate or destroy the pseudonym key of an epoch (a quarter, e.g. 2026q3), or list epochs."""
+    with _conn(ctx) as conn, translated():
+        if action == "list":
+            rows = _rows(conn, "SELECT epoch, created_at, rotated_at, destroyed_at FROM pgretention.anon_key ORDER BY epoch")
+            emit(ctx, rows, lambda r: table("pseudonym keys", r) if r else click.echo("no keys"))
+            return
+        if not epoch:
+            raise InvalidInput(f"key {action} needs an epoch such as 2026q3")
+        if action == "destroy" and not yes:
+            raise InvalidInput(f"destroying the key of {epoch} makes its pseudonyms unlinkable forever; add --yes")
+        conn.execute(f"SELECT pgretention.anon_key_{action}(%s)", [epoch])  # noqa: S608 - action is a fixed choice
+    done = {"rotate": "rotated", "destroy": "destroyed"}[action]
+    emit(ctx, {"epoch": epoch, "action": action}, lambda d: click.echo(f"key of {epoch}: {done}"))
+
+
+@click.group("rollup")
+def rollup_group() -> None:
+    """Non-identifying statistics written before raw data goes."""
+
+
+@rollup_group.command("add")
+@click.argument("table_name")
+@click.argument("name")
+@click.option("--group", "groups", multiple=True, required=True,
+              help="COLUMN, COLUMN:trunc=day or COLUMN:prefix=4; repeatable.")
+@click.option("--measure", "measures", multiple=True, required=True,
+              help="NAME=count or NAME=sum:COLUMN (sum, min, max, avg); repeatable.")
+@click.option("--min-group-size", default=5, show_default=True, type=int)
+@pass_ctx
+def rollup_add(ctx: Ctx, table_name: str, name: str, groups: tuple[str, ...], measures: tuple[str, ...],
+               min_group_size: int) -> None:
+    group_by: list[dict[str, Any]] = []
+    for g in groups:
+        col, _, opt = g.partition(":")
+        item: dict[str, Any] = {"column": col}
+        if opt:
+            key, sep, value = opt.partition("=")
+            if not sep or key not in ("trunc", "prefix"):
+                raise InvalidInput(f"invalid --group {g!r}: expected COLUMN:trunc=UNIT or COLUMN:prefix=N")
+            item[key] = int(value) if key == "prefix" and value.isdigit() else value
+        group_by.append(item)
+    meas: dict[str, str] = {}
+    for m in measures:
+        key, sep, spec = m.partition("=")
+        if not sep:
+            raise InvalidInput(f"invalid --measure {m!r}: expected NAME=count or NAME=sum:COLUMN")
+        meas[key] = spec
+    with _conn(ctx) as conn, translated():
+        target = conn.execute("SELECT pgretention.add_rollup(%s, %s, %s, %s, %s)",
+                              [table_name, name, Jsonb(group_by), Jsonb(meas), min_group_size]).fetchone()
+    emit(ctx, {"rollup": name, "target": target[0] if target else None},
+         lambda d: click.echo(f"roll-up {d['rollup']} writes to {d['target']}"))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(anon_group)
+    cli.add_command(rollup_group)
+
+
+__all__ = ["register"]
