@@ -84,10 +84,13 @@ def confirm_or_abort(yes: bool, question: str) -> None:
 @cli.command()
 @click.option("--no-cron", is_flag=True, help="Do not schedule the pg_cron job.")
 @click.option("--schedule", default=None, help="pg_cron schedule, e.g. '7 * * * *'.")
+@click.option("--reference-schema", is_flag=True,
+              help="Also create the reference schema crm (accounts, customers, ...) with its retention rules.")
 @pass_ctx
-def install(ctx: Ctx, no_cron: bool, schedule: str | None) -> None:
+def install(ctx: Ctx, no_cron: bool, schedule: str | None, reference_schema: bool) -> None:
     """Install pgretention (idempotent; upgrades an older catalog)."""
-    rep = installer.install(ctx.dsn, with_cron=not no_cron, cron_schedule=schedule)
+    rep = installer.install(ctx.dsn, with_cron=not no_cron, cron_schedule=schedule,
+                            reference_schema=reference_schema)
     data = {"revision": rep.revision, "actions": rep.actions, "cron": rep.cron, "seconds": round(rep.seconds, 3)}
 
     def render(d: dict[str, Any]) -> None:
@@ -138,7 +141,7 @@ def _register_optional() -> None:
 def main(argv: list[str] | None = None) -> None:
     _register_optional()
     try:
-        cli.main(args=argv, prog_name="pgretention", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="pgretention", standalone_mode=False)
     except click.exceptions.Abort:
         err_console.print("pgretention: aborted")
         sys.exit(1)
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("pgretention: interrupted")
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["cli", "main", "emit", "table", "pass_ctx", "Ctx", "confirm_or_abort", "console"]

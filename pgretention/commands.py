@@ -160,7 +160,9 @@ def status(ctx: Ctx, ref: datetime | None) -> None:
         for name, cols in d["columns_without_anonymisation_rule"].items():
             click.echo(f"warning: {name} has anonymisation rules but none for: {', '.join(cols)}")
         j = d["schedule"]
-        if not j.get("pg_cron"):
+        if j.get("error"):
+            click.echo(f"pg_cron: {j['error']}")
+        elif not j.get("pg_cron"):
             click.echo(schedule.FALLBACK)
         elif not j.get("scheduled"):
             click.echo(f"pg_cron job {j['job']} is not scheduled (run `pgretention install`)")

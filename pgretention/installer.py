@@ -145,6 +145,20 @@ def _run_sql_files(conn: Conn) -> None:
             raise PgRetentionError(f"{path.name}: {first_line(exc)}") from exc
 
 
+def _run_reference_schema(conn: Conn, report: Report) -> None:
+    """The optional reference schema (``sql/reference/*.sql``): tables and rules for new deployments."""
+    count = "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = to_regnamespace('crm')), " \
+            "(SELECT count(*) FROM pgretention.entity_rule)"
+    before = conn.execute(count).fetchone()
+    for path in sorted((resource_dir("sql") / "reference").glob("*.sql")):
+        try:
+            conn.execute(path.read_text().encode())
+        except psycopg.Error as exc:
+            raise PgRetentionError(f"reference/{path.name}: {first_line(exc)}") from exc
+    if conn.execute(count).fetchone() != before:
+        report.add("created the reference schema crm (accounts, customers, consent proofs, leads) and its rules")
+
+
 def _engine(dsn: str | None, timeout: str) -> Any:
     conninfo = build_conninfo(dsn)
 
@@ -161,6 +175,7 @@ def install(
     cron_schedule: str | None = None,
     upgrade_only: bool = False,
     statement_timeout: str = "15min",
+    reference_schema: bool = False,
     _revision: str = "head",
 ) -> Report:
     """Install or upgrade pgretention. Idempotent: a second run changes nothing.
@@ -234,6 +249,8 @@ def install(
                     [created_ext, created_schemas, created_roles] * 2,
                 )
             _run_sql_files(conn)
+            if reference_schema:
+                _run_reference_schema(conn, report)
             if cron_schedule is not None:
                 schedule.validate(cron_schedule)
                 conn.execute(

@@ -21,7 +21,7 @@ from pgretention.errors import InvalidInput, PermissionDenied
 JOB_PREFIX = "pgretention:"
 HISTORY_JOB = "pgretention:cron-history"
 HISTORY_COMMAND = (
-    "DELETE FROM cron.job_run_details WHERE end_time < now() - interval '30 days'"
+    "DELETE FROM cron.job_run_details WHERE coalesce(end_time, start_time) < now() - interval '30 days'"
     " AND jobid IN (SELECT jobid FROM cron.job WHERE jobname LIKE 'pgretention:%')"
 )
 FALLBACK = (
@@ -63,7 +63,13 @@ def _cron_target(dsn: str | None) -> tuple[str, str | None, str]:
     conninfo = build_conninfo(dsn)
     with connect(conninfo) as conn:
         db = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-        cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]  # type: ignore[index]
+        try:
+            with conn.transaction():
+                cron_db = conn.execute("SELECT current_setting('cron.database_name', true)").fetchone()[0]  # type: ignore[index]
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PermissionDenied(
+                "cannot read cron.database_name (needs pg_read_all_settings): pg_cron job state unknown"
+            ) from exc
     return db, cron_db, conninfo
 
 
@@ -151,7 +157,10 @@ def remove_job(dsn: str | None) -> str:
 
 def job_state(dsn: str | None) -> dict[str, Any]:
     """Schedule, active flag and the last run of this database's job (for status)."""
-    db, cron_db, conninfo = _cron_target(dsn)
+    try:
+        db, cron_db, conninfo = _cron_target(dsn)
+    except PermissionDenied as exc:
+        return {"pg_cron": None, "job": None, "error": str(exc)}
     out: dict[str, Any] = {"pg_cron": bool(cron_db), "job": job_name(db)}
     if not cron_db:
         return out

@@ -55,7 +55,9 @@ else
 fi
 echo "setup: PostgreSQL $major with pg_partman and pg_cron" >&2
 
-if [ "${PGRETENTION_SETUP_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
+# Headless Chromium renders the HTML compliance report in the tests (Debian's chromium package).
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium (headless browser for the HTML report tests)" >&2
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 

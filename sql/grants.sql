@@ -81,6 +81,67 @@ GRANT EXECUTE ON FUNCTION pgretention.overdue_requests_at(timestamptz)
 GRANT EXECUTE ON FUNCTION pgretention._purge_released_holds(timestamptz), pgretention._purge_request_proofs(timestamptz)
     TO pgretention_admin, pgretention_operator;
 
+-- Audit log, compliance report and metrics
+GRANT SELECT ON pgretention.audit_head, pgretention.audit_counter TO pgretention_admin, pgretention_auditor;
+GRANT EXECUTE ON FUNCTION pgretention.audit_records(timestamptz, text, text, int)
+    TO pgretention_admin, pgretention_auditor;
+GRANT EXECUTE ON FUNCTION pgretention.audit_retention(timestamptz) TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION
+    pgretention.report_tables(timestamptz),
+    pgretention.report_age_histogram(timestamptz, int),
+    pgretention.report_purges(timestamptz, int),
+    pgretention.report_sections(),
+    pgretention.report_subject_requests(timestamptz),
+    pgretention.report_holds(timestamptz),
+    pgretention.report_entity_rules(timestamptz),
+    pgretention.report_findings(timestamptz)
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+-- the report shows what the next run would remove: plan changes nothing
+GRANT EXECUTE ON FUNCTION pgretention.plan(timestamptz, text) TO pgretention_auditor;
+GRANT SELECT ON pgretention.metrics_class, pgretention.metrics_action, pgretention.metrics_run,
+    pgretention.metrics_finding, pgretention.metrics_request
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+
+-- Entity engine (row-level rules). The hash key of anonymise rules (entity_hash_key) stays owner-only.
+GRANT SELECT ON pgretention.entity_rule TO pgretention_admin, pgretention_operator, pgretention_auditor;
+GRANT SELECT ON pgretention.entity_notice, pgretention.entity_notices, pgretention.entity_work
+    TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION
+    pgretention.create_entity_rule(text, text, text, jsonb, text, text, jsonb, jsonb, text, text, text),
+    pgretention.drop_entity_rule(text),
+    pgretention.erase_entity(text, text)
+    TO pgretention_admin;
+GRANT EXECUTE ON PROCEDURE pgretention.run_entities(timestamptz, text, text) TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION
+    pgretention._entity_run_begin(text, timestamptz, text, boolean),
+    pgretention._entity_run_end(bigint, jsonb, text, text),
+    pgretention._entity_run_rules(text),
+    pgretention._entity_run_settings(),
+    pgretention._entity_prepare(int, timestamptz),
+    pgretention._entity_batch(int, timestamptz, int, int, bigint),
+    pgretention._entity_rule_error(int, bigint, text),
+    pgretention.entity_plan(timestamptz, text)
+    TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION pgretention.entity_status(timestamptz)
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+
+-- Adoption of existing plain tables (sql/functions/adopt.sql)
+GRANT SELECT ON pgretention.adoption TO pgretention_admin, pgretention_operator, pgretention_auditor;
+GRANT EXECUTE ON FUNCTION
+    pgretention.adopt_plan(text, text, text, text, int, text, text, text, timestamptz),
+    pgretention.adopt_missing_indexes(text, text),
+    pgretention.adopt_cancel(text),
+    pgretention.unadopt(text),
+    pgretention._adopt_prepare(text, text, text, text, int, text, text, text, timestamptz),
+    pgretention._adopt_validate(int),
+    pgretention._adopt_abandon(int, text),
+    pgretention._adopt_swap(int)
+    TO pgretention_admin;
+GRANT EXECUTE ON PROCEDURE pgretention.adopt(text, text, text, text, int, text, text, text, timestamptz)
+    TO pgretention_admin;
+GRANT EXECUTE ON FUNCTION pgretention._adopt_purge_batch(int, text, timestamptz, int)
+    TO pgretention_admin, pgretention_operator;
+
 -- Anonymiser, roll-ups, encrypted fields. Key tables (anon_key, field_key) stay owner-only.
 GRANT SELECT ON pgretention.anon_rule, pgretention.anon_op, pgretention.rollup, pgretention.rollup_done
     TO pgretention_admin, pgretention_operator, pgretention_auditor;

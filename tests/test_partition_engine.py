@@ -431,3 +431,17 @@ def test_pg_cron_job_runs_the_maintenance(db: DB) -> None:
         row = adm.execute("SELECT d.status FROM cron.job_run_details d JOIN cron.job j USING (jobid)"
                           " WHERE j.jobname = %s ORDER BY d.start_time DESC LIMIT 1", [f"pgretention:{db.name}"]).fetchone()
     assert row is not None and row[0] == "succeeded"
+
+
+def test_premake_continues_the_partition_grid(engine: DB) -> None:
+    """Partitions made for a later reference time stay on the grid (midnight UTC) and cover it."""
+    create_cdr(engine, {"all": {"drop_after": "30 days"}}, class_column=None, start=datetime.now(UTC) - timedelta(days=2),
+               p_premake=3)
+    ref = datetime.now(UTC) + timedelta(days=20, hours=7)
+    run(engine, ref)
+    bounds = engine.all("SELECT range_from, range_to FROM pgretention._leaves(1, 'all') WHERE NOT is_default ORDER BY lower_abs")
+    assert all(f.endswith("00:00:00+00") and t.endswith("00:00:00+00") for f, t in bounds)
+    assert all(bounds[i][1] <= bounds[i + 1][0] for i in range(len(bounds) - 1))  # no overlap
+    covered = engine.one("SELECT count(*) FROM pgretention._leaves(1, 'all') WHERE lower_abs <= %s AND %s < upper_abs",
+                         [ref + timedelta(days=3), ref + timedelta(days=3)])
+    assert covered == 1

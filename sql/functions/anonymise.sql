@@ -193,6 +193,7 @@ DECLARE
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     v_abs := CASE t.time_type WHEN 'timestamptz' THEN format('t.%I', t.time_column)
+                              WHEN 'epoch' THEN format('to_timestamp(t.%I)', t.time_column)
                               ELSE format('(t.%I::timestamp AT TIME ZONE %L)', t.time_column, t.time_zone) END;
     FOR a IN SELECT x.attname, format_type(x.atttypid, x.atttypmod) AS typ, r.method, r.param
              FROM pg_attribute x LEFT JOIN pgretention.anon_rule r ON r.table_id = t.id AND r.column_name = x.attname

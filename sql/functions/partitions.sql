@@ -76,35 +76,65 @@ AS $$
 $$;
 
 -- Make sure partitions exist from the one holding p_now up to premake intervals ahead
--- (pg_partman creates them). Returns the number created, or -1 when a lock was not granted in time.
+-- (pg_partman creates them). New partitions continue the grid of the existing ones (their upper
+-- bounds), so boundaries stay aligned. Returns the number created, or -1 when a lock was not
+-- granted in time.
 CREATE OR REPLACE FUNCTION pgretention._premake(p_table_id int, p_class text, p_now timestamptz)
 RETURNS int
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
+SET DateStyle = 'ISO, YMD'
 AS $$
 DECLARE
     t pgretention.managed_table;
     c pgretention.retention_class;
     v_times timestamptz[] := '{}';
-    v_at timestamptz;
+    v_local boolean;
+    v_now timestamp;     -- p_now as wall-clock time of the partition grid (UTC for timestamptz)
+    v_grid timestamp;
+    v_until timestamp;
+    v_last text;
     v_before int;
     v_after int;
+    v_steps int := 0;
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
     IF to_regclass(format('%I.%I', c.parent_schema, c.parent_name)) IS NULL THEN
         RETURN 0;
     END IF;
-    FOR i IN 0 .. t.premake LOOP
-        v_at := p_now + t.partition_interval * i;
+    v_local := t.time_type NOT IN ('timestamptz');
+    v_now := CASE WHEN v_local THEN p_now AT TIME ZONE t.time_zone ELSE p_now AT TIME ZONE 'UTC' END;
+    v_until := v_now + t.partition_interval * t.premake;
+    SELECT l.range_to INTO v_last FROM pgretention._leaves(p_table_id, p_class) l
+    WHERE NOT l.is_default AND l.upper_abs IS NOT NULL AND l.range_to <> 'infinity' ORDER BY l.upper_abs DESC LIMIT 1;
+    IF v_last IS NULL THEN
+        v_grid := date_trunc(CASE WHEN t.partition_interval >= interval '28 days' THEN 'month'
+                                  WHEN t.partition_interval >= interval '7 days' THEN 'week'
+                                  WHEN t.partition_interval >= interval '1 day' THEN 'day' ELSE 'hour' END, v_now);
+    ELSIF t.time_type = 'timestamptz' THEN
+        v_grid := v_last::timestamptz AT TIME ZONE 'UTC';
+    ELSIF t.time_type = 'epoch' THEN
+        v_grid := to_timestamp(v_last::double precision) AT TIME ZONE 'UTC';
+    ELSE
+        v_grid := v_last::timestamp;
+    END IF;
+    -- skip ahead over ranges that lie wholly in the past (a long pause, or a simulation)
+    WHILE v_grid + t.partition_interval <= v_now AND v_steps < 1000000 LOOP
+        v_grid := v_grid + t.partition_interval;
+        v_steps := v_steps + 1;
+    END LOOP;
+    WHILE v_grid <= v_until LOOP
         IF NOT EXISTS (SELECT FROM pgretention._leaves(p_table_id, p_class) l
-                       WHERE NOT l.is_default AND l.lower_abs <= v_at AND v_at < l.upper_abs) THEN
-            -- pg_partman takes the wall-clock time for timestamp columns
-            v_times := v_times || CASE WHEN t.time_type = 'timestamptz' THEN v_at
-                                       ELSE (v_at AT TIME ZONE t.time_zone) AT TIME ZONE 'UTC' END;
+                       WHERE NOT l.is_default
+                         AND l.lower_abs <= pgretention._grid_abs(v_grid, t.time_type, t.time_zone)
+                         AND pgretention._grid_abs(v_grid, t.time_type, t.time_zone) < l.upper_abs) THEN
+            -- pg_partman reads timestamptz values in UTC (this function's TimeZone): pass the grid point
+            v_times := v_times || (v_grid AT TIME ZONE 'UTC');
         END IF;
+        v_grid := v_grid + t.partition_interval;
     END LOOP;
     IF cardinality(v_times) = 0 THEN
         RETURN 0;
@@ -127,6 +157,15 @@ BEGIN
     SELECT count(*) INTO v_after FROM pg_inherits WHERE inhparent = format('%I.%I', c.parent_schema, c.parent_name)::regclass;
     RETURN v_after - v_before;
 END
+$$;
+
+-- A grid point (wall-clock time of the partition bounds) as absolute time.
+CREATE OR REPLACE FUNCTION pgretention._grid_abs(p_grid timestamp, p_type text, p_zone text)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_type IN ('timestamptz', 'epoch') THEN p_grid AT TIME ZONE 'UTC' ELSE p_grid AT TIME ZONE p_zone END
 $$;
 
 -- Detach one expired partition with a bounded lock wait and record it as pending; nothing else

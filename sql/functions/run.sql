@@ -248,6 +248,24 @@ BEGIN
             EXIT WHEN v_n < v_cfg.batch;
         END LOOP;
 
+        -- adopted tables: expired rows of the historical partition, in batches (sql/functions/adopt.sql)
+        LOOP
+            BEGIN
+                v_n := pgretention._adopt_purge_batch(v_target.table_id, v_target.class_name, v_now, v_cfg.batch);
+            EXCEPTION WHEN OTHERS THEN
+                v_n := 0;
+                v_errors := v_errors || pg_catalog.jsonb_build_object('table', v_key, 'step', 'historical', 'error', SQLERRM);
+            END;
+            COMMIT;
+            v_rows := v_rows + v_n;
+            v_tables := pg_catalog.jsonb_set(v_tables, ARRAY[v_key, 'rows_deleted'],
+                pg_catalog.to_jsonb((v_tables -> v_key ->> 'rows_deleted')::bigint + v_n));
+            IF v_n > 0 THEN
+                RAISE NOTICE 'pgretention: deleted % expired rows from the historical partition of %', v_n, v_key;
+            END IF;
+            EXIT WHEN v_n < v_cfg.batch;
+        END LOOP;
+
         -- members moved to a shorter class: once per table
         IF v_last_table IS DISTINCT FROM v_target.table_id THEN
             v_last_table := v_target.table_id;
@@ -278,9 +296,22 @@ BEGIN
         v_errors := v_errors || pg_catalog.jsonb_build_object('step', 'holds', 'error', SQLERRM);
     END;
     COMMIT;
+    -- the audit log's own retention (5 years, with a checkpoint keeping the chain verifiable);
+    -- measured against the real clock, never a simulated reference time
+    BEGIN
+        PERFORM pgretention.audit_retention(pg_catalog.now());
+    EXCEPTION WHEN OTHERS THEN
+        v_errors := v_errors || pg_catalog.jsonb_build_object('step', 'audit retention', 'error', SQLERRM);
+    END;
+    COMMIT;
 
     -- 4. partitions past anonymise_after are rewritten anonymised (sql/functions/anonymise.sql)
     CALL pgretention.run_anonymiser(v_now, p_table);
+
+    -- 5. row-level rules of entity tables (sql/functions/entity_run.sql), unless one table was asked for
+    IF p_table IS NULL AND EXISTS (SELECT FROM pgretention.entity_rule) THEN
+        CALL pgretention.run_entities(v_now, NULL, p_runner);
+    END IF;
 
     v_status := CASE WHEN pg_catalog.jsonb_array_length(v_errors) > 0 THEN 'failed'
                      WHEN v_deferred > 0 THEN 'partial' ELSE 'ok' END;

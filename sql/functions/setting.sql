@@ -35,7 +35,8 @@ BEGIN
     IF p_value IS NULL THEN
         RAISE EXCEPTION 'setting "%" cannot be NULL', p_name USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_name IN ('lock_timeout', 'retry_backoff_max', 'max_lock_wait_total', 'job_history_keep', 'schedule_max_gap') THEN
+    IF p_name IN ('lock_timeout', 'retry_backoff_max', 'max_lock_wait_total', 'job_history_keep', 'schedule_max_gap', 'audit_keep',
+                  'entity_batch_target') THEN
         BEGIN
             IF p_value::interval <= interval '0' THEN
                 RAISE EXCEPTION 'setting "%" must be a positive interval, got "%"', p_name, p_value
@@ -48,7 +49,7 @@ BEGIN
     ELSIF p_name = 'allow_future_reference_time' AND p_value NOT IN ('on', 'off') THEN
         RAISE EXCEPTION 'setting "%" must be on or off, got "%"', p_name, p_value
             USING ERRCODE = 'invalid_parameter_value';
-    ELSIF p_name IN ('batch_size', 'lock_retries') THEN
+    ELSIF p_name IN ('batch_size', 'lock_retries', 'entity_batch_max', 'entity_max_passes') THEN
         IF p_value !~ '^[0-9]{1,9}$' OR p_value::int <= 0 THEN
             RAISE EXCEPTION 'setting "%" must be a positive integer, got "%"', p_name, p_value
                 USING ERRCODE = 'invalid_parameter_value';

@@ -73,7 +73,8 @@ DECLARE
     v_default regclass;
     v_run pgretention.job_run;
 BEGIN
-    SELECT * INTO v_run FROM pgretention.job_run WHERE status <> 'skipped' ORDER BY id DESC LIMIT 1;
+    SELECT * INTO v_run FROM pgretention.job_run
+    WHERE status <> 'skipped' AND coalesce(summary ->> 'engine', 'partition') = 'partition' ORDER BY id DESC LIMIT 1;
     FOR r IN SELECT m.id, k.class_name FROM pgretention.managed_table m
              JOIN pgretention.retention_class k ON k.table_id = m.id
              ORDER BY m.table_schema, m.table_name, k.class_name LOOP

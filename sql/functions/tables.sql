@@ -125,7 +125,8 @@ BEGIN
         'p_start_partition', v_start,
         'p_jobmon', false,
         'p_control_not_null', false,
-        'p_default_table', true));
+        'p_default_table', true,
+        'p_epoch', CASE WHEN t.time_type = 'epoch' THEN 'seconds' END));
     -- pgretention owns retention: pg_partman never drops anything of ours.
     EXECUTE format('UPDATE %I.part_config SET retention = NULL, infinite_time_partitions = true'
                    ' WHERE parent_table = $1', pgretention._partman_schema())
@@ -164,10 +165,16 @@ BEGIN
         RAISE EXCEPTION 'column % does not exist in table %', quote_ident(p_time_column), v_table
             USING ERRCODE = 'undefined_column';
     END IF;
+    -- epoch seconds in an integer column: tables taken over by adopt (sql/functions/adopt.sql)
+    IF v_type IN ('bigint', 'integer') AND EXISTS (SELECT FROM pgretention.adoption d WHERE d.table_schema = p_schema
+           AND d.table_name = p_name AND d.state = 'validated' AND d.time_type = 'epoch') THEN
+        v_type := 'epoch';
+    END IF;
     v_type := CASE v_type
         WHEN 'timestamp with time zone' THEN 'timestamptz'
         WHEN 'timestamp without time zone' THEN 'timestamp'
         WHEN 'date' THEN 'date'
+        WHEN 'epoch' THEN 'epoch'
         ELSE NULL END;
     IF v_type IS NULL THEN
         RAISE EXCEPTION 'column % of table % is not a time column (timestamptz, timestamp or date)',
@@ -198,9 +205,9 @@ BEGIN
         RAISE EXCEPTION 'unknown time zone % for table %', coalesce(quote_literal(p_time_zone), 'NULL'), v_table
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF v_type = 'timestamptz' AND p_time_zone <> 'UTC' THEN
-        RAISE EXCEPTION 'time zone applies to timestamp and date columns only; % of % is timestamptz',
-            quote_ident(p_time_column), v_table USING ERRCODE = 'invalid_parameter_value';
+    IF v_type IN ('timestamptz', 'epoch') AND p_time_zone <> 'UTC' THEN
+        RAISE EXCEPTION 'time zone applies to timestamp and date columns only; % of % is %',
+            quote_ident(p_time_column), v_table, v_type USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_min_drop_after IS NOT NULL THEN
         v_min := pgretention._parse_interval(format('minimum drop_after of table %s', v_table), p_min_drop_after);

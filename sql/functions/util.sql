@@ -140,6 +140,9 @@ BEGIN
         WHEN 'timestamptz' THEN p_value::timestamptz
         WHEN 'timestamp' THEN p_value::timestamp AT TIME ZONE p_zone
         WHEN 'date' THEN p_value::date::timestamp AT TIME ZONE p_zone
+        -- epoch seconds; the lowest integers (a historical partition's lower bound) mean -infinity
+        WHEN 'epoch' THEN CASE WHEN p_value::numeric < -210866803200 THEN '-infinity'::timestamptz
+                               ELSE to_timestamp(p_value::float8) END
     END;
 END
 $$;
@@ -157,6 +160,8 @@ BEGIN
         WHEN 'timestamp' THEN format('%L::timestamp', p_abs AT TIME ZONE p_zone)
         -- a row dated d covers the whole day: it is older than the cutoff when d < cutoff's day
         WHEN 'date' THEN format('%L::date', (p_abs AT TIME ZONE p_zone)::date)
+        -- a row at second e covers that whole second: older than the cutoff when e < floor(cutoff)
+        WHEN 'epoch' THEN format('%L::bigint', floor(extract(epoch FROM p_abs))::bigint)
     END;
 END
 $$;
