@@ -74,10 +74,24 @@ def main(argv: list[str] | None = None) -> None:
             # a few stragglers with no usable timestamp or far outside any partition
             conn.execute("INSERT INTO cdr (id, region, started_at) VALUES (-1, 'NL', NULL), (-2, 'US', '2001-01-01')")
             print(f"\nloaded {args.rows:,} calls over 30 months in {time.monotonic() - t:.1f}s")
+        # SMS records are anonymised after 3 months, kept 13 (rules 1 and 20): pseudonymise the
+        # caller per quarter, keep only country and area of the callee
+        cli(dsn, "class", "set", "public.cdr", "sms", "--drop-after", "13 months", "--anonymise-after", "3 months")
+        cli(dsn, "anonymise", "rule", "public.cdr", "caller", "pseudonym")
+        cli(dsn, "anonymise", "rule", "public.cdr", "callee", "e164_prefix", "4")
+        # data subjects: callers and callees are phone numbers; one of them is under a disclosure order
+        cli(dsn, "subject", "register", "public.cdr", "--column", "caller=phone", "--column", "callee=phone",
+            "--create-indexes")
+        cli(dsn, "hold", "set", "--reason", "lawful disclosure order", "--reference", "ORDER-2026-17",
+            "--kind", "phone", "--value", "+31600000008")
         cli(dsn, "status")
         cli(dsn, "plan")
         cli(dsn, "run")
         cli(dsn, "status")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            kept = conn.execute("SELECT count(*) FROM pgretention.hold_store").fetchone()[0]  # type: ignore[index]
+            print(f"\nrows of the number under the disclosure order kept from dropped partitions: {kept}")
+        cli(dsn, "request", "create", "erasure", "--phone", "+31 6 0000 0016")
         with psycopg.connect(dsn, autocommit=True) as conn:
             print("\nsimulating the next quarter: one run per week with a reference time")
             conn.execute("INSERT INTO cdr SELECT -100 - g, 'NL', now() + g * interval '1 day', '+31600000000',"
@@ -88,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
                 "SELECT count(*) FROM pgretention.partition_op WHERE state = 'done'").fetchone()[0])  # type: ignore[index]
             ok, records = conn.execute("SELECT ok, records FROM pgretention.verify_audit()").fetchone()  # type: ignore[misc]
             print(f"audit log: {records} records, hash chain intact: {ok}")
+        cli(dsn, "request", "fulfil", "1")
         cli(dsn, "status", "--now", time.strftime("%Y-%m-%d", time.gmtime(time.time() + 91 * 86400)))
+        cli(dsn, "report")
         print(f"\ndemo finished in {time.monotonic() - t0:.0f}s")
         if args.keep:
             print(f"cluster left running: psql \"{dsn}\"")

@@ -227,7 +227,7 @@ def _interval(text: Any) -> str:
     """PostgreSQL's interval text, readable: '13 mons' -> '13 months', '1 day 01:00:00' -> '1 day 1 h'."""
     if text is None:
         return "–"
-    out = str(text).replace(" mons", " months").replace(" mon", " month")
+    out = re.sub(r"\b(\d+) mons?\b", lambda m: f"{m.group(1)} month" + ("" if m.group(1) == "1" else "s"), str(text))
     m = re.search(r"(\d+):(\d\d):(\d\d)$", out)
     if m:
         h, mi = int(m.group(1)), int(m.group(2))

@@ -239,3 +239,15 @@ def test_bulk_requests_and_indexes_via_cli(telco: DB, tmp_path: Path) -> None:
     assert out[0]["result"]["status"] == "fulfilled"
     assert telco.one("SELECT count(*) FROM cdr WHERE %s IN (caller, callee)", [BOB]) == 0
     assert telco.one("SELECT count(*) FROM pgretention.subject_request") == 2
+
+
+def test_rows_without_identifiers_are_not_held(telco: DB) -> None:
+    """A subject hold keeps that subject's rows only: an expired row with NULL numbers still goes."""
+    telco.execute("SELECT pgretention.hold_set('order', 'ORDER-5', 'phone', %s)", [ALICE])
+    telco.execute("INSERT INTO cdr (id, started_at, caller, callee) VALUES (-1, '2001-01-01', NULL, NULL),"
+                  " (-2, '2001-01-01', %s, NULL)", [ALICE])
+    with telco.connect() as conn:
+        conn.execute("CALL pgretention.run()")
+    assert [r[0] for r in telco.all("SELECT id FROM cdr WHERE id < 0")] == [-2]
+    assert telco.one("SELECT count(*) FROM pgretention.report_findings(now()) WHERE severity = 'violation'"
+                     " AND message LIKE '%%default partition%%'") == 0

@@ -148,7 +148,8 @@ BEGIN
     IF cardinality(v_parts) = 0 THEN
         RETURN 'false';
     END IF;
-    RETURN '(' || array_to_string(v_parts, ' OR ') || ')';
+    -- never NULL: callers write NOT (predicate), and a row with NULL identifiers is not held
+    RETURN 'coalesce((' || array_to_string(v_parts, ' OR ') || '), false)';
 END
 $$;
 

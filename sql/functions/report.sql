@@ -52,11 +52,13 @@ BEGIN
         rows_past_period := 0; rows_past_overshoot := 0;
         IF to_regclass(format('%I.%I', c.parent_schema, c.parent_name)) IS NOT NULL THEN
             -- only partitions older than the cutoff are scanned (pruning on the literal)
-            EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %I < %s) FROM %I.%I WHERE %I < %s',
+            -- rows under a legal hold are lawfully kept past their period: not counted
+            EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %I < %s) FROM %I.%I t WHERE %I < %s AND NOT %s',
                            t.time_column,
                            pgretention._typed_literal(v_now - s.drop_after - s.worst_case_overshoot, t.time_type, t.time_zone),
                            c.parent_schema, c.parent_name, t.time_column,
-                           pgretention._typed_literal(v_now - s.drop_after, t.time_type, t.time_zone))
+                           pgretention._typed_literal(v_now - s.drop_after, t.time_type, t.time_zone),
+                           pgretention._hold_predicate(t.table_schema, t.table_name, v_now))
                 INTO rows_past_period, rows_past_overshoot;
         END IF;
         RETURN NEXT;

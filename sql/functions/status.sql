@@ -103,9 +103,11 @@ BEGIN
         SELECT x.leaf INTO v_default FROM pgretention._leaves(t.id, c.class_name) x WHERE x.is_default;
         default_rows := 0; expired_default_rows := 0; null_time_rows := 0;
         IF v_default IS NOT NULL THEN
-            EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %s), count(*) FILTER (WHERE %I IS NULL),'
-                           ' min(%I)::text FROM %s',
-                           pgretention._default_expired_cond(t.id, c.class_name, v_now), t.time_column,
+            -- expired rows under a legal hold are lawfully kept: not counted as expired
+            EXECUTE format('SELECT count(*), count(*) FILTER (WHERE (%s) AND NOT %s), count(*) FILTER (WHERE %I IS NULL),'
+                           ' min(%I)::text FROM %s t',
+                           pgretention._default_expired_cond(t.id, c.class_name, v_now),
+                           pgretention._hold_predicate(t.table_schema, t.table_name, v_now), t.time_column,
                            t.time_column, v_default)
                 INTO default_rows, expired_default_rows, null_time_rows, v_min;
             IF v_min IS NOT NULL THEN
