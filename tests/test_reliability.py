@@ -158,3 +158,55 @@ def test_clock_moving_backwards_deletes_nothing_early(installed: DB) -> None:
         conn.execute("CALL pgretention.run(%s)", [start + timedelta(days=12)])  # the clock went back 3 days
     assert db.one("SELECT count(*) FROM cdr") == after_first
     assert db.one("SELECT min(started_at) FROM cdr") >= start + timedelta(days=4)
+
+
+def _crash_erasure_trial(db: DB, seed: int) -> None:
+    """An erasure killed at a random point is all or nothing; fulfilled again, it completes; held rows stay."""
+    db.execute(
+        "SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text,"
+        " callee text', 'started_at', '1 day', %s, p_start => now() - interval '30 days')",
+        [Jsonb({"all": {"drop_after": "90 days"}})])
+    db.execute("INSERT INTO cdr SELECT g, now() - (g % 700) * interval '1 hour', CASE WHEN g % 3 = 0 THEN '+31611111111'"
+               " ELSE '+3162' || g END, CASE WHEN g % 3 = 1 THEN '+31611111111' ELSE '+3163' || g END"
+               " FROM generate_series(1, 60000) g")
+    db.execute("SELECT pgretention.register_subject_table('public.cdr', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
+    db.execute("SELECT pgretention.hold_set('order', 'R-2', p_table => 'public.cdr', p_from => now() - interval '2 hours')")
+    held = db.one("SELECT count(*) FROM cdr WHERE '+31611111111' IN (caller, callee) AND started_at >= now() - interval '2 hours'")
+    total = db.one("SELECT count(*) FROM cdr WHERE '+31611111111' IN (caller, callee)")
+    rid = db.one("SELECT pgretention.request_create('erasure', '{\"phone\": [\"+31611111111\"]}')")
+    pid: list[int] = []
+
+    def eraser() -> None:
+        with db.connect() as conn:
+            pid.append(conn.info.backend_pid)
+            try:
+                conn.execute("SELECT pgretention.request_fulfil(%s)", [rid])
+            except psycopg.Error:
+                pass
+
+    th = threading.Thread(target=eraser)
+    th.start()
+    while not pid:
+        time.sleep(0.001)
+    time.sleep(random.Random(seed).uniform(0.0, 0.3))
+    db.execute("SELECT pg_terminate_backend(%s)", [pid[0]])
+    th.join()
+    status = db.one("SELECT status FROM pgretention.subject_request WHERE id = %s", [rid])
+    left = db.one("SELECT count(*) FROM cdr WHERE '+31611111111' IN (caller, callee)")
+    assert (status, left) in (("open", total), ("partially_fulfilled", held))
+    if status == "open":
+        db.execute("SELECT pgretention.request_fulfil(%s)", [rid])
+    assert db.one("SELECT count(*) FROM cdr WHERE '+31611111111' IN (caller, callee)") == held > 0
+    assert db.one("SELECT count(*) FROM cdr") == 60000 - (total - held)
+    assert db.one("SELECT ok FROM pgretention.verify_audit()") is True
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_erasure_killed_at_random_points(installed: DB, seed: int) -> None:
+    _crash_erasure_trial(installed, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(200, 230))
+def test_erasure_killed_at_random_points_30_trials(installed: DB, seed: int) -> None:
+    _crash_erasure_trial(installed, seed)
