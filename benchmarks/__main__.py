@@ -17,14 +17,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ingest, purge, size
-from benchmarks.common import Context, Result, Server, log
+from benchmarks import adopt, anonymise, audit, entity, ingest, purge, scale, size, subjects
+from benchmarks.common import Context, CpuMeter, Result, Server, log
 
 BENCHMARKS: dict[str, Callable[[Context], Result]] = {
     purge.NAME: purge.run,
     size.NAME: size.run,
     ingest.NAME: ingest.run,
+    adopt.NAME: adopt.run,
+    entity.NAME: entity.run,
+    audit.NAME: audit.run,
+    subjects.NAME: subjects.run,
+    anonymise.NAME: anonymise.run,
+    scale.NAME: scale.run,
 }
+# Run only when named with --only (too long or too large for the default run).
+OPT_IN = {scale.NAME}
 DEFAULT_SCALE = 0.2
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -33,19 +41,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmarks of pgretention's partition retention engine against DELETE + VACUUM and "
-                    "pg_partman's retention, on a throwaway local PostgreSQL cluster.",
+        "pg_partman's retention, on a throwaway local PostgreSQL cluster.",
     )
-    parser.add_argument("--scale", type=float, default=DEFAULT_SCALE,
-                        help=f"multiplies row counts (and the ingest report's duration); default {DEFAULT_SCALE}, "
-                             "1.0 = 10M expired rows in purge")
-    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
-                        help="run only this benchmark (purge, size or ingest); may be repeated")
-    parser.add_argument("--dsn", help="use this existing server instead of a throwaway cluster (the role must "
-                                      "be able to create databases and extensions; no restarts, so caches "
-                                      "stay warm)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for JSON results and PNG plots")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="connections loading test data in parallel (default: 2)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=DEFAULT_SCALE,
+        help=f"multiplies row counts (and the ingest report's duration); default {DEFAULT_SCALE}, "
+        "1.0 = 10M expired rows in purge",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(BENCHMARKS),
+        metavar="NAME",
+        help="run only this benchmark; may be repeated (scale runs only when named)",
+    )
+    parser.add_argument(
+        "--dsn",
+        help="use this existing server instead of a throwaway cluster (the role must "
+        "be able to create databases and extensions; no restarts, so caches "
+        "stay warm)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="directory for JSON results and PNG plots"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="connections loading test data in parallel (default: 2)",
+    )
     args = parser.parse_args(argv)
     if args.scale <= 0:
         parser.error("--scale must be positive")
@@ -56,7 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = [n for n in BENCHMARKS if not args.only or n in args.only]
+    names = (
+        [n for n in BENCHMARKS if n in args.only] if args.only else [n for n in BENCHMARKS if n not in OPT_IN]
+    )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     server = Server(args.dsn)
@@ -70,14 +98,25 @@ def main(argv: list[str] | None = None) -> int:
         log(f"benchmarks {', '.join(names)} at scale {args.scale:g}; results in {out}")
         for name in names:
             started = time.monotonic()
+            load_before = _load()
+            meter = CpuMeter(server).start()
             log(f"== {name}")
             try:
                 result = BENCHMARKS[name](ctx)
             except Exception as exc:
+                meter.stop()
                 traceback.print_exc()
                 failed.append(f"{name}: {exc}")
                 continue
             result.seconds = time.monotonic() - started
+            result.figures["load_average"] = {"before": load_before, "after": _load()}
+            cpu = meter.stop()
+            result.figures["cpu"] = cpu
+            if cpu is not None and cpu["others_pct"] > 10:
+                result.notes.append(
+                    f"other processes used {cpu['others_pct']:.0f}% of the machine's CPU time during this "
+                    "benchmark: they competed for CPU and disk, the figures are perturbed"
+                )
             results.append(result)
             _write_json(out / f"{name}.json", result.as_dict(environment))
             print(result.render(), flush=True)
@@ -92,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     for f in failed:
         print(f"ERROR {f}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -8,10 +8,12 @@ same day plan gives the same rows in every table, so methods compared in one run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -111,8 +113,10 @@ class Server:
             self.fs_note = "plain file written beside the server's data directory, on the same filesystem"
         else:
             self.fs_dir = Path(tempfile.gettempdir())
-            self.fs_note = ("the server's data directory is not reachable from here: plain file written to the "
-                            "temporary directory, which may be another filesystem than the server's")
+            self.fs_note = (
+                "the server's data directory is not reachable from here: plain file written to the "
+                "temporary directory, which may be another filesystem than the server's"
+            )
 
     # databases
     def dsn(self, dbname: str) -> str:
@@ -144,6 +148,7 @@ class Server:
             "memory_gb": _memory_gb(),
             "pgretention": pgretention.__version__,
             "filesystem_cost": self.fs_note,
+            "sql_digest": sql_digest(),
         }
         with self.admin() as conn:
             env["postgresql"] = one(conn, "SHOW server_version")
@@ -155,6 +160,14 @@ class Server:
         if self.fs_dir is not None:
             env["filesystem"] = _mount_of(self.fs_dir)
         return env
+
+
+def sql_digest() -> str:
+    """Short digest of the SQL that was installed, to tell apart results of different engine versions."""
+    h = hashlib.sha256()
+    for path in installer.sql_files():
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _same_fs_dir(datadir: Path) -> Path:
@@ -196,6 +209,96 @@ def _memory_gb() -> float | None:
     except OSError:
         pass
     return None
+
+
+class CpuMeter:
+    """CPU used by other processes of the machine while a benchmark runs, as a share of all CPUs.
+
+    Everything the machine's CPUs did (``/proc/stat``) minus what this process and the local
+    cluster's processes used (the postmaster, its live children, and the children it reaped) is
+    what the rest of the machine took from the benchmark. Sampled every half second in a thread,
+    so that the postmasters of restarts are all counted. Linux only; elsewhere it reports nothing.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._postmasters: dict[int, float] = {}
+        self._base: dict[int, float] = {}
+        self._tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        self._t0 = 0.0
+        self._busy0 = 0.0
+        self._self0 = 0.0
+
+    def _busy(self) -> float:
+        with open("/proc/stat") as fh:
+            v = [float(x) for x in fh.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / self._tick  # all but idle and iowait
+
+    def _self(self) -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def _proc_cpu(self, pid: int, children: bool) -> tuple[int, float]:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        ppid = int(fields[1])
+        ticks = float(fields[11]) + float(fields[12])
+        if children:
+            ticks += float(fields[13]) + float(fields[14])
+        return ppid, ticks / self._tick
+
+    def _sample(self) -> None:
+        cluster = self.server.cluster
+        if cluster is None:
+            return
+        try:
+            pid = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+            total = self._proc_cpu(pid, children=True)[1]
+        except (OSError, ValueError, IndexError):
+            return
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    ppid, cpu = self._proc_cpu(int(entry), children=False)
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == pid:
+                    total += cpu
+        self._postmasters[pid] = max(total, self._postmasters.get(pid, 0.0))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def start(self) -> CpuMeter:
+        if not os.path.exists("/proc/stat"):
+            return self
+        self._sample()
+        self._base = dict(self._postmasters)
+        self._t0, self._busy0, self._self0 = time.monotonic(), self._busy(), self._self()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float] | None:
+        if self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        wall = time.monotonic() - self._t0
+        machine = self._busy() - self._busy0
+        ours = self._self() - self._self0
+        ours += sum(v - self._base.get(pid, 0.0) for pid, v in self._postmasters.items())
+        cpus = os.cpu_count() or 1
+        return {
+            "wall_s": round(wall, 1),
+            "machine_busy_pct": round(100 * machine / (wall * cpus), 1),
+            "benchmark_pct": round(100 * ours / (wall * cpus), 1),
+            "others_pct": round(100 * max(0.0, machine - ours) / (wall * cpus), 1),
+        }
 
 
 # -- connections and small queries ----------------------------------------------------------------
@@ -240,20 +343,23 @@ def wal_since(conn: Conn, lsn: str) -> int:
 
 def total_size(conn: Conn, table: str) -> int:
     """Bytes of a table with its indexes and TOAST; for a partitioned table, of all its partitions."""
-    return int(one(
-        conn,
-        "SELECT CASE WHEN c.relkind = 'p'"
-        " THEN (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t)"
-        " ELSE pg_total_relation_size(c.oid) END FROM pg_class c WHERE c.oid = %s::regclass",
-        [table],
-    ))
+    return int(
+        one(
+            conn,
+            "SELECT CASE WHEN c.relkind = 'p'"
+            " THEN (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t)"
+            " ELSE pg_total_relation_size(c.oid) END FROM pg_class c WHERE c.oid = %s::regclass",
+            [table],
+        )
+    )
 
 
 def time_partitions(conn: Conn, table: str) -> list[tuple[str, datetime, int]]:
     """Leaf partitions with a range bound (the default partition left out): name, lower bound, bytes."""
     rows = conn.execute(
         "SELECT format('%%I.%%I', n.nspname, c.relname),"
-        " (regexp_match(pg_get_expr(c.relpartbound, c.oid), '^FOR VALUES FROM \\(''([^'']*)''\\)'))[1]::timestamptz,"
+        " (regexp_match(pg_get_expr(c.relpartbound, c.oid),"
+        "               '^FOR VALUES FROM \\(''([^'']*)''\\)'))[1]::timestamptz,"
         " pg_total_relation_size(t.relid)"
         " FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -265,11 +371,13 @@ def time_partitions(conn: Conn, table: str) -> list[tuple[str, datetime, int]]:
 
 
 def partman_schema(conn: Conn) -> str:
-    return str(one(
-        conn,
-        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
-        " WHERE e.extname = 'pg_partman'",
-    ))
+    return str(
+        one(
+            conn,
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+            " WHERE e.extname = 'pg_partman'",
+        )
+    )
 
 
 # -- tables --------------------------------------------------------------------------------------
@@ -291,24 +399,34 @@ def create_pgretention_table(conn: Conn, table: str, start: datetime, premake: i
 def create_partman_table(conn: Conn, table: str, start: datetime, premake: int = 4) -> None:
     """The same layout managed by pg_partman alone, with pg_partman's retention of 30 days."""
     schema = sql.Identifier(partman_schema(conn))
-    conn.execute(sql.SQL("CREATE TABLE {} ({}) PARTITION BY RANGE (started_at)").format(
-        qualified(table), sql.SQL(CDR_COLUMNS)))
     conn.execute(
-        sql.SQL("SELECT {}.create_parent(p_parent_table := %s, p_control := 'started_at', p_type := 'native',"
-                " p_interval := '1 day', p_premake := %s, p_start_partition := %s, p_jobmon := false)").format(schema),
+        sql.SQL("CREATE TABLE {} ({}) PARTITION BY RANGE (started_at)").format(
+            qualified(table), sql.SQL(CDR_COLUMNS)
+        )
+    )
+    conn.execute(
+        sql.SQL(
+            "SELECT {}.create_parent(p_parent_table := %s, p_control := 'started_at', p_type := 'native',"
+            " p_interval := '1 day', p_premake := %s, p_start_partition := %s, p_jobmon := false)"
+        ).format(schema),
         [table, premake, start.strftime("%Y-%m-%d %H:%M:%S")],
     )
     conn.execute(
-        sql.SQL("UPDATE {}.part_config SET retention = %s, retention_keep_table = false,"
-                " retention_keep_index = false WHERE parent_table = %s").format(schema),
+        sql.SQL(
+            "UPDATE {}.part_config SET retention = %s, retention_keep_table = false,"
+            " retention_keep_index = false WHERE parent_table = %s"
+        ).format(schema),
         [f"{DROP_AFTER_DAYS} days", table],
     )
 
 
 def drop_partman_table(conn: Conn, table: str) -> None:
     schema = sql.Identifier(partman_schema(conn))
-    template = one(conn, sql.SQL("SELECT template_table FROM {}.part_config WHERE parent_table = %s").format(schema),
-                   [table])
+    template = one(
+        conn,
+        sql.SQL("SELECT template_table FROM {}.part_config WHERE parent_table = %s").format(schema),
+        [table],
+    )
     conn.execute(sql.SQL("DELETE FROM {}.part_config WHERE parent_table = %s").format(schema), [table])
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(qualified(table)))
     if template:
@@ -333,8 +451,12 @@ def add_indexes(conn: Conn, table: str) -> None:
 def settle(conn: Conn, table: str) -> None:
     """After a load: autovacuum off for the table's leaves (also on a --dsn server), VACUUM ANALYZE,
     so that every method starts from the steady state of data that autovacuum has long seen."""
-    leaves = [r[0] for r in conn.execute(
-        "SELECT t.relid::regclass::text FROM pg_partition_tree(%s::regclass) t WHERE t.isleaf", [table])]
+    leaves = [
+        r[0]
+        for r in conn.execute(
+            "SELECT t.relid::regclass::text FROM pg_partition_tree(%s::regclass) t WHERE t.isleaf", [table]
+        )
+    ]
     for leaf in leaves or [table]:
         conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(sql.SQL(leaf)))
     conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(qualified(table)))
@@ -375,7 +497,9 @@ FROM (SELECT g, %(first)s::bigint + g AS id FROM generate_series(%(lo)s::bigint,
 """
 
 
-def load(dsn: str, tables: Sequence[str], days: Sequence[Day], *, jobs: int = 2, chunk: int = 500_000) -> float:
+def load(
+    dsn: str, tables: Sequence[str], days: Sequence[Day], *, jobs: int = 2, chunk: int = 500_000
+) -> float:
     """Insert the rows of ``days`` into each of ``tables`` (same rows in each), ``jobs`` connections
     in parallel. Returns seconds taken."""
     pieces: list[tuple[str, Day, int, int]] = []
@@ -401,7 +525,10 @@ def load(dsn: str, tables: Sequence[str], days: Sequence[Day], *, jobs: int = 2,
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         total = sum(pool.map(worker, queues))
     seconds = time.perf_counter() - t0
-    log(f"loaded {total:,} rows into {', '.join(tables)} in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} rows/s)")
+    log(
+        f"loaded {total:,} rows into {', '.join(tables)} in {seconds:.1f}s"
+        f" ({total / max(seconds, 1e-9):,.0f} rows/s)"
+    )
     return seconds
 
 
@@ -442,8 +569,70 @@ def fs_free_cost(directory: Path, nbytes: int) -> dict[str, float]:
     finally:
         if path.exists():
             path.unlink()
-    return {"bytes": nbytes, "truncate_ms": (t1 - t0) * 1e3, "unlink_ms": (t2 - t1) * 1e3,
-            "free_ms": (t2 - t0) * 1e3}
+    return {
+        "bytes": nbytes,
+        "truncate_ms": (t1 - t0) * 1e3,
+        "unlink_ms": (t2 - t1) * 1e3,
+        "free_ms": (t2 - t0) * 1e3,
+    }
+
+
+_RELATION_FILES = """
+WITH t AS (SELECT unnest(%s::regclass[]) AS oid),
+rels AS (
+    SELECT t.oid FROM t
+    UNION ALL SELECT i.indexrelid FROM pg_index i JOIN t ON i.indrelid = t.oid
+    UNION ALL SELECT c.reltoastrelid FROM pg_class c JOIN t ON c.oid = t.oid WHERE c.reltoastrelid <> 0
+    UNION ALL SELECT i.indexrelid FROM pg_index i JOIN pg_class c ON i.indrelid = c.reltoastrelid
+              JOIN t ON c.oid = t.oid
+)
+SELECT f.fork, pg_relation_size(rels.oid, f.fork)
+FROM rels, unnest(ARRAY['main', 'fsm', 'vm', 'init']) AS f(fork)
+"""
+SEGMENT = 1 << 30
+
+
+def relation_files(conn: Conn, tables: Sequence[str]) -> list[int]:
+    """Sizes of the files that hold ``tables`` with their indexes and TOAST (1 GB segments): every
+    relation's main fork, and the other forks that exist."""
+    sizes: list[int] = []
+    for fork, size in conn.execute(_RELATION_FILES, [list(tables)]):
+        if fork != "main" and size == 0:
+            continue
+        sizes += [SEGMENT] * (size // SEGMENT) + ([size % SEGMENT] if size % SEGMENT or size == 0 else [])
+    return sizes
+
+
+def fs_free_cost_files(directory: Path, sizes: Sequence[int]) -> dict[str, float]:
+    """Like :func:`fs_free_cost`, for one plain file per size (the same files a drop frees): each is
+    truncated to 0 and unlinked, all timed together."""
+    sub = directory / f"pgretention-bench-{uuid.uuid4().hex}"
+    sub.mkdir()
+    chunk = os.urandom(8 << 20)
+    paths = []
+    try:
+        for n, size in enumerate(sizes):
+            path = sub / f"f{n}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                left = size
+                while left > 0:
+                    left -= os.write(fd, chunk[: min(left, len(chunk))])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            paths.append(path)
+        _fsync_dir(sub)
+        t0 = time.perf_counter()
+        for path in paths:
+            os.truncate(path, 0)
+            os.unlink(path)
+        seconds = time.perf_counter() - t0
+    finally:
+        for path in sub.iterdir():
+            path.unlink()
+        sub.rmdir()
+    return {"bytes": sum(sizes), "files": len(sizes), "free_ms": seconds * 1e3}
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -465,12 +654,20 @@ class Check:
 
     def line(self) -> str:
         op = ">=" if self.at_least else "<="
-        return (f"[{'PASS' if self.ok else 'MISS'}] {self.name}: {_num(self.value)}{self.unit}"
-                f" (target {op} {_num(self.limit)}{self.unit})")
+        return (
+            f"[{'PASS' if self.ok else 'MISS'}] {self.name}: {_num(self.value)}{self.unit}"
+            f" (target {op} {_num(self.limit)}{self.unit})"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "limit": self.limit, "unit": self.unit,
-                "at_least": self.at_least, "ok": self.ok}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "limit": self.limit,
+            "unit": self.unit,
+            "at_least": self.at_least,
+            "ok": self.ok,
+        }
 
 
 @dataclass
@@ -506,9 +703,16 @@ class Result:
 
     def as_dict(self, environment: dict[str, Any]) -> dict[str, Any]:
         return {
-            "benchmark": self.name, "title": self.title, "scale": self.scale, "params": self.params,
-            "figures": self.figures, "checks": [c.as_dict() for c in self.checks], "ratios": self.ratios,
-            "notes": self.notes, "plots": self.plots, "seconds": round(self.seconds, 1),
+            "benchmark": self.name,
+            "title": self.title,
+            "scale": self.scale,
+            "params": self.params,
+            "figures": self.figures,
+            "checks": [c.as_dict() for c in self.checks],
+            "ratios": self.ratios,
+            "notes": self.notes,
+            "plots": self.plots,
+            "seconds": round(self.seconds, 1),
             "environment": environment,
             "finished_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
@@ -518,7 +722,10 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
 
     def fmt(r: Sequence[str]) -> str:
-        cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        cells = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
         return "   " + "  ".join(cells)
 
     return [fmt(headers), "   " + "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]

@@ -20,6 +20,7 @@ the partitions go once the report is done.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -100,10 +101,10 @@ def _run(ctx: Context, dsn: str) -> Result:
     res = Result(NAME, "insert latency while a long report runs and expired partitions are purged", ctx.scale)
     res.params = {
         "writers": f"{WRITERS} connections, {RATE:g} single-row inserts/s in total, "
-                   f"statement_timeout {WRITER_TIMEOUT}",
+        f"statement_timeout {WRITER_TIMEOUT}",
         "report": f"one transaction: count(*) over the table, held open {report_s:g} s",
         "table": f"{DAYS} days x {rows_per_day:,} rows ({EXPIRED_DAYS} days expired), indexes on started_at, "
-                 "caller, callee",
+        "caller, callee",
         "phases": "pg_partman run_maintenance, then pgretention run(); separate tables, same setup",
     }
     with connect(dsn) as conn:
@@ -126,14 +127,33 @@ def _run(ctx: Context, dsn: str) -> Result:
     with connect(dsn) as conn:
         drop_pgretention_table(conn, T_PGRET)
 
-    res.headers = ["purge method", "inserts", "failed", "p50", "p99", "max", "purge start", "purge done",
-                   "done - report end", "partitions dropped"]
+    res.headers = [
+        "purge method",
+        "inserts",
+        "failed",
+        "p50",
+        "p99",
+        "max",
+        "purge start",
+        "purge done",
+        "done - report end",
+        "partitions dropped",
+    ]
     for label, p in phases.items():
-        res.rows.append([
-            label, f"{p['inserts']:,}", f"{p['failed']:,}", fmt_ms(p["p50_ms"]), fmt_ms(p["p99_ms"]),
-            fmt_ms(p["max_ms"]), f"{p['purge_start_s']:.1f} s", f"{p['purge_end_s']:.1f} s",
-            f"{p['purge_after_report_s']:+.2f} s", f"{p['partitions_dropped']}",
-        ])
+        res.rows.append(
+            [
+                label,
+                f"{p['inserts']:,}",
+                f"{p['failed']:,}",
+                fmt_ms(p["p50_ms"]),
+                fmt_ms(p["p99_ms"]),
+                fmt_ms(p["max_ms"]),
+                f"{p['purge_start_s']:.1f} s",
+                f"{p['purge_end_s']:.1f} s",
+                f"{p['purge_after_report_s']:+.2f} s",
+                f"{p['partitions_dropped']}",
+            ]
+        )
     pgr, pm = phases["pgretention"], phases["pg_partman"]
     res.ratios = [
         f"report: {report_s:g} s from {pgr['report_start_s']:.1f} s to {pgr['report_end_s']:.1f} s "
@@ -144,14 +164,20 @@ def _run(ctx: Context, dsn: str) -> Result:
     res.checks = [
         Check("pgretention max insert latency", pgr["max_ms"], MAX_LATENCY_MS, " ms"),
         Check("pgretention failed inserts", pgr["failed"], 0),
-        Check("pgretention purge done, seconds after the report's end", pgr["purge_after_report_s"],
-              MAX_PURGE_AFTER_REPORT_S, " s"),
+        Check(
+            "pgretention purge done, seconds after the report's end",
+            pgr["purge_after_report_s"],
+            MAX_PURGE_AFTER_REPORT_S,
+            " s",
+        ),
     ]
     for label, p in phases.items():
         if p["purge_error"]:
             res.notes.append(f"{label} purge error: {p['purge_error']}")
         if p["partitions_dropped"] != EXPIRED_DAYS:
-            res.notes.append(f"{label}: {p['partitions_dropped']} partitions dropped, expected {EXPIRED_DAYS}")
+            res.notes.append(
+                f"{label}: {p['partitions_dropped']} partitions dropped, expected {EXPIRED_DAYS}"
+            )
     res.figures = {k: {kk: vv for kk, vv in v.items() if kk != "inserts_raw"} for k, v in phases.items()}
     res.plots.append(_plot(phases, ctx.out, ctx.scale))
     return res
@@ -161,7 +187,7 @@ def _percentile(values: list[float], pct: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -172,12 +198,15 @@ def _phase(dsn: str, method: str, table: str, report_s: float) -> dict[str, Any]
         purge_sql: sql.Composable
         if method == "pg_partman":
             purge_sql = sql.SQL("SELECT {}.run_maintenance(p_parent_table := {}, p_jobmon := false)").format(
-                sql.Identifier(partman_schema(conn)), sql.Literal(table))
+                sql.Identifier(partman_schema(conn)), sql.Literal(table)
+            )
         else:
-            purge_sql = sql.SQL("CALL pgretention.run(p_now => now(), p_table => {}, p_runner => 'bench')").format(
-                sql.Literal(table))
-    insert_sql = sql.SQL("INSERT INTO {} (id, started_at, caller, callee, duration) VALUES (%s, now(), %s, %s, %s)"
-                         ).format(qualified(table))
+            purge_sql = sql.SQL(
+                "CALL pgretention.run(p_now => now(), p_table => {}, p_runner => 'bench')"
+            ).format(sql.Literal(table))
+    insert_sql = sql.SQL(
+        "INSERT INTO {} (id, started_at, caller, callee, duration) VALUES (%s, now(), %s, %s, %s)"
+    ).format(qualified(table))
     log(f"ingest: phase {method}: writers start, report of {report_s:g} s after {WARMUP_S:g} s")
 
     stop = threading.Event()
@@ -206,13 +235,22 @@ def _phase(dsn: str, method: str, table: str, report_s: float) -> dict[str, Any]
                 sent = now()
                 ok = True
                 try:
-                    conn.execute(insert_sql, [10**12 + k * 10**9 + i, f"+316{rng.randrange(10**7, 10**8)}",
-                                              f"+316{rng.randrange(10**7, 10**8)}", int(rng.expovariate(1 / 180))])
+                    conn.execute(
+                        insert_sql,
+                        [
+                            10**12 + k * 10**9 + i,
+                            f"+316{rng.randrange(10**7, 10**8)}",
+                            f"+316{rng.randrange(10**7, 10**8)}",
+                            int(rng.expovariate(1 / 180)),
+                        ],
+                    )
                 except psycopg.Error:
                     ok = False
                     if conn.broken or conn.closed:
                         conn = connect(dsn)
-                        conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(WRITER_TIMEOUT)))
+                        conn.execute(
+                            sql.SQL("SET statement_timeout = {}").format(sql.Literal(WRITER_TIMEOUT))
+                        )
                 records[k].append(Insert(sent, (now() - sent) * 1e3, ok))
                 i += 1
         finally:
@@ -222,7 +260,9 @@ def _phase(dsn: str, method: str, table: str, report_s: float) -> dict[str, Any]
         with connect(dsn, autocommit=False) as conn:
             time.sleep(max(0.0, WARMUP_S - now()))
             events["report_start_s"] = now()
-            events["report_rows"] = float(one(conn, sql.SQL("SELECT count(*) FROM {}").format(qualified(table))))
+            events["report_rows"] = float(
+                one(conn, sql.SQL("SELECT count(*) FROM {}").format(qualified(table)))
+            )
             events["report_read_s"] = now()
             locked.set()
             time.sleep(max(0.0, events["report_start_s"] + report_s - now()))
@@ -265,6 +305,8 @@ def _phase(dsn: str, method: str, table: str, report_s: float) -> dict[str, Any]
         stop.set()
         for t in threads:
             t.join(WRITER_TIMEOUT_S + 5)
+    events.setdefault("purge_start_s", math.nan)
+    events.setdefault("purge_end_s", math.nan)
     if "report_end_s" not in events:
         raise RuntimeError(f"ingest phase {method}: the report did not finish: {failures}")
 
@@ -279,16 +321,20 @@ def _phase(dsn: str, method: str, table: str, report_s: float) -> dict[str, Any]
         "p99_ms": _percentile(lat, 99),
         "p50_ms": _percentile(lat, 50),
         "p99_during_report_ms": _percentile(
-            [r.ms for r in inserts if events["report_start_s"] <= r.t <= events["report_end_s"]], 99),
+            [r.ms for r in inserts if events["report_start_s"] <= r.t <= events["report_end_s"]], 99
+        ),
         **events,
-        "purge_after_report_s": events.get("purge_end_s", float("nan")) - events["report_end_s"],
+        "purge_after_report_s": events["purge_end_s"] - events["report_end_s"],
         "partitions_dropped": before - after,
         "purge_error": "; ".join(f for f in failures if f.startswith("purge")),
         "thread_errors": [f for f in failures if not f.startswith("purge")],
         "inserts_raw": [(round(r.t, 4), round(r.ms, 3), r.ok) for r in inserts],
     }
-    log(f"ingest: phase {method}: {out['inserts']:,} inserts, {out['failed']} failed, max {fmt_ms(out['max_ms'])}, "
-        f"p99 {fmt_ms(out['p99_ms'])}, purge done {out['purge_after_report_s']:+.2f} s after the report's end")
+    log(
+        f"ingest: phase {method}: {out['inserts']:,} inserts, {out['failed']} failed,"
+        f" max {fmt_ms(out['max_ms'])}, "
+        f"p99 {fmt_ms(out['p99_ms'])}, purge done {out['purge_after_report_s']:+.2f} s after the report's end"
+    )
     if out["thread_errors"]:
         raise RuntimeError(f"ingest phase {method}: {out['thread_errors']}")
     return out
@@ -302,15 +348,25 @@ def _plot(phases: dict[str, dict[str, Any]], out: Path, scale: float) -> str:
         bad = [(t, ms) for t, ms, good in p["inserts_raw"] if not good]
         ax.axvspan(p["report_start_s"], p["report_end_s"], color="#dddddd", label="report transaction open")
         if ok:
-            ax.scatter([t for t, _ in ok], [max(ms, 0.01) for _, ms in ok], s=3, color="#3a7d44", label="insert")
+            ax.scatter(
+                [t for t, _ in ok], [max(ms, 0.01) for _, ms in ok], s=3, color="#3a7d44", label="insert"
+            )
         if bad:
-            ax.scatter([t for t, _ in bad], [ms for _, ms in bad], s=18, marker="x", color="#b0413e",
-                       label="failed insert (timeout)")
-        if "purge_start_s" in p:
+            ax.scatter(
+                [t for t, _ in bad],
+                [ms for _, ms in bad],
+                s=18,
+                marker="x",
+                color="#b0413e",
+                label="failed insert (timeout)",
+            )
+        if not math.isnan(p["purge_start_s"]):
             ax.axvline(p["purge_start_s"], color="#6c8ebf", linestyle="--", label="purge start")
-        if "purge_end_s" in p:
+        if not math.isnan(p["purge_end_s"]):
             ax.axvline(p["purge_end_s"], color="#6c8ebf", label="purge done")
-        ax.axhline(MAX_LATENCY_MS, color="#b0413e", linestyle=":", linewidth=1, label=f"{MAX_LATENCY_MS:g} ms")
+        ax.axhline(
+            MAX_LATENCY_MS, color="#b0413e", linestyle=":", linewidth=1, label=f"{MAX_LATENCY_MS:g} ms"
+        )
         ax.set_yscale("log")
         ax.set_ylabel("insert latency (ms)")
         ax.set_title(f"{label}: max {fmt_ms(p['max_ms'])}, p99 {fmt_ms(p['p99_ms'])}, {p['failed']} failed")

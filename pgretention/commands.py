@@ -327,6 +327,9 @@ ENGINE_CLI_MODULES = (
     "pgretention.adopt_cli",
     "pgretention.subject_cli",
     "pgretention.anon_cli",
+    "pgretention.generate_cli",
+    "pgretention.tune_cli",
+    "pgretention.bench_cli",
 )
 
 

@@ -164,3 +164,8 @@ GRANT EXECUTE ON FUNCTION pgretention.encrypt_field(text, text) TO pgretention_a
 GRANT EXECUTE ON FUNCTION pgretention.decrypt_field(bytea, text) TO pgretention_admin;
 GRANT EXECUTE ON FUNCTION pgretention._check_reference_time(timestamptz), pgretention._setting_value(text)
     TO pgretention_admin, pgretention_operator;
+
+-- Partition interval tuner (sql/functions/tune.sql): the operator reads the advice, the admin applies it.
+GRANT EXECUTE ON FUNCTION pgretention.tune(text, bigint, int, interval), pgretention._tune_observed(int, text, timestamptz)
+    TO pgretention_admin, pgretention_operator;
+GRANT EXECUTE ON FUNCTION pgretention.set_partition_interval(text, text, int) TO pgretention_admin;

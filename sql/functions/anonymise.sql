@@ -313,7 +313,7 @@ DECLARE
     v_id bigint;
     v_copy name;
 BEGIN
-    SELECT * INTO l FROM pgretention._leaves(p_table_id, p_class) x WHERE x.leaf = p_leaf;
+    SELECT * INTO l FROM pgretention._leaves_of(p_table_id, p_class, p_leaf) x;
     SELECT id INTO v_id FROM pgretention.anon_op WHERE table_id = p_table_id AND class_name = p_class
         AND range_from = l.range_from AND state <> 'done';
     IF FOUND THEN
@@ -362,6 +362,9 @@ BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = o.table_id;
     v_orig := format('%I.%I', o.partition_schema, o.partition_name)::regclass;
     v_copy := format('%I.%I', o.partition_schema, o.copy_name);
+    -- the copy's indexes are built after the load: give the sorts room (this transaction only)
+    PERFORM set_config('maintenance_work_mem', greatest(pg_size_bytes(current_setting('maintenance_work_mem')),
+                                                        512 * 1024 * 1024)::text || 'B', true);
     BEGIN
         PERFORM set_config('log_parameter_max_length', '0', true);  -- keys are parameters: never log them
     EXCEPTION WHEN insufficient_privilege THEN

@@ -127,7 +127,9 @@ BEGIN
                  GROUP BY subject_kind, time_from, time_to LOOP
             v_range := pgretention._hold_range(v_time, v_type, v_zone, h.time_from, h.time_to);
             FOR c IN SELECT column_name FROM pgretention.subject_column WHERE table_id = st.id AND kind = h.subject_kind LOOP
-                v_parts := v_parts || format('(t.%I::text = ANY (%L::text[])%s)', c.column_name, h.vals, v_range);
+                -- index-friendly (col = ANY (...) stays a qual the planner can use) and never NULL
+                v_parts := v_parts || format('(t.%I IS NOT NULL AND t.%I::text = ANY (%L::text[])%s)',
+                                             c.column_name, c.column_name, h.vals, v_range);
             END LOOP;
         END LOOP;
     END IF;
@@ -148,8 +150,8 @@ BEGIN
     IF cardinality(v_parts) = 0 THEN
         RETURN 'false';
     END IF;
-    -- never NULL: callers write NOT (predicate), and a row with NULL identifiers is not held
-    RETURN 'coalesce((' || array_to_string(v_parts, ' OR ') || '), false)';
+    -- never NULL (callers write NOT (predicate)): each part is true or false for every row
+    RETURN '(' || array_to_string(v_parts, ' OR ') || ')';
 END
 $$;
 
@@ -158,9 +160,10 @@ RETURNS text
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN p_time IS NULL THEN '' ELSE
-        concat(CASE WHEN p_from IS NOT NULL THEN format(' AND t.%I >= %s', p_time, pgretention._typed_literal(p_from, p_type, p_zone)) END,
-               CASE WHEN p_to IS NOT NULL THEN format(' AND t.%I < %s', p_time, pgretention._typed_literal(p_to, p_type, p_zone)) END)
+    SELECT CASE WHEN p_time IS NULL OR (p_from IS NULL AND p_to IS NULL) THEN '' ELSE
+        format(' AND coalesce(%s, false)', concat_ws(' AND ',
+            CASE WHEN p_from IS NOT NULL THEN format('t.%I >= %s', p_time, pgretention._typed_literal(p_from, p_type, p_zone)) END,
+            CASE WHEN p_to IS NOT NULL THEN format('t.%I < %s', p_time, pgretention._typed_literal(p_to, p_type, p_zone)) END))
     END
 $$;
 

@@ -3,8 +3,9 @@
 -- default partitions, and apply a moved member's shorter period. Each function is one unit of work
 -- in one transaction; the run procedure commits between them.
 
--- Leaf partitions of a class with absolute bounds.
-CREATE OR REPLACE FUNCTION pgretention._leaves(p_table_id int, p_class text)
+-- Leaf partitions of a class with absolute bounds (one of them only, when p_only is given).
+-- Bounds are converted inline (no function call per partition): classes have hundreds of them.
+CREATE OR REPLACE FUNCTION pgretention._leaves_of(p_table_id int, p_class text, p_only regclass)
 RETURNS TABLE (leaf regclass, leaf_schema name, leaf_name name, is_default boolean,
                range_from text, range_to text, lower_abs timestamptz, upper_abs timestamptz)
 LANGUAGE plpgsql STABLE
@@ -24,19 +25,38 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY
-    SELECT k.oid::regclass, n.nspname, k.relname, b.bound = 'DEFAULT',
-           m[1], m[2],
-           pgretention._to_abs(m[1], t.time_type, t.time_zone),
-           pgretention._to_abs(m[2], t.time_type, t.time_zone)
-    FROM pg_inherits i
-    JOIN pg_class k ON k.oid = i.inhrelid
-    JOIN pg_namespace n ON n.oid = k.relnamespace
-    CROSS JOIN LATERAL (SELECT pg_get_expr(k.relpartbound, k.oid) AS bound) b
-    LEFT JOIN LATERAL regexp_match(b.bound, '^FOR VALUES FROM \(''([^'']*)''\) TO \(''([^'']*)''\)$') m ON true
-    WHERE i.inhparent = v_parent AND NOT i.inhdetachpending
+    SELECT x.oid, x.nspname, x.relname, x.is_default, x.f, x.u,
+           CASE t.time_type
+               WHEN 'timestamptz' THEN x.f::timestamptz
+               WHEN 'timestamp' THEN x.f::timestamp AT TIME ZONE t.time_zone
+               WHEN 'date' THEN x.f::date::timestamp AT TIME ZONE t.time_zone
+               WHEN 'epoch' THEN CASE WHEN x.f::numeric < -210866803200 THEN '-infinity'::timestamptz
+                                      ELSE to_timestamp(x.f::float8) END
+           END,
+           CASE t.time_type
+               WHEN 'timestamptz' THEN x.u::timestamptz
+               WHEN 'timestamp' THEN x.u::timestamp AT TIME ZONE t.time_zone
+               WHEN 'date' THEN x.u::date::timestamp AT TIME ZONE t.time_zone
+               WHEN 'epoch' THEN CASE WHEN x.u::numeric < -210866803200 THEN '-infinity'::timestamptz
+                                      ELSE to_timestamp(x.u::float8) END
+           END
+    FROM (SELECT k.oid::regclass AS oid, n.nspname, k.relname, b.bound = 'DEFAULT' AS is_default, m[1] AS f, m[2] AS u
+          FROM pg_inherits i
+          JOIN pg_class k ON k.oid = i.inhrelid
+          JOIN pg_namespace n ON n.oid = k.relnamespace
+          CROSS JOIN LATERAL (SELECT pg_get_expr(k.relpartbound, k.oid) AS bound) b
+          LEFT JOIN LATERAL regexp_match(b.bound, '^FOR VALUES FROM \(''([^'']*)''\) TO \(''([^'']*)''\)$') m ON true
+          WHERE i.inhparent = v_parent AND NOT i.inhdetachpending AND (p_only IS NULL OR i.inhrelid = p_only)) x
     ORDER BY 7 NULLS FIRST;
 END
 $$;
+
+CREATE OR REPLACE FUNCTION pgretention._leaves(p_table_id int, p_class text)
+RETURNS TABLE (leaf regclass, leaf_schema name, leaf_name name, is_default boolean,
+               range_from text, range_to text, lower_abs timestamptz, upper_abs timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM pgretention._leaves_of(p_table_id, p_class, NULL) $$;
 
 -- Partitions of a class whose every row is past drop_after at p_now.
 CREATE OR REPLACE FUNCTION pgretention._expired_leaves(p_table_id int, p_class text, p_now timestamptz)
@@ -96,6 +116,7 @@ DECLARE
     v_grid timestamp;
     v_until timestamp;
     v_last text;
+    v_bounds tstzrange[];
     v_before int;
     v_after int;
     v_steps int := 0;
@@ -108,6 +129,8 @@ BEGIN
     v_local := t.time_type NOT IN ('timestamptz');
     v_now := CASE WHEN v_local THEN p_now AT TIME ZONE t.time_zone ELSE p_now AT TIME ZONE 'UTC' END;
     v_until := v_now + t.partition_interval * t.premake;
+    v_bounds := ARRAY(SELECT tstzrange(l.lower_abs, l.upper_abs) FROM pgretention._leaves(p_table_id, p_class) l
+                      WHERE NOT l.is_default AND l.lower_abs IS NOT NULL AND l.upper_abs IS NOT NULL);
     SELECT l.range_to INTO v_last FROM pgretention._leaves(p_table_id, p_class) l
     WHERE NOT l.is_default AND l.upper_abs IS NOT NULL AND l.range_to <> 'infinity' ORDER BY l.upper_abs DESC LIMIT 1;
     IF v_last IS NULL THEN
@@ -127,10 +150,7 @@ BEGIN
         v_steps := v_steps + 1;
     END LOOP;
     WHILE v_grid <= v_until LOOP
-        IF NOT EXISTS (SELECT FROM pgretention._leaves(p_table_id, p_class) l
-                       WHERE NOT l.is_default
-                         AND l.lower_abs <= pgretention._grid_abs(v_grid, t.time_type, t.time_zone)
-                         AND pgretention._grid_abs(v_grid, t.time_type, t.time_zone) < l.upper_abs) THEN
+        IF NOT EXISTS (SELECT FROM unnest(v_bounds) b WHERE b @> pgretention._grid_abs(v_grid, t.time_type, t.time_zone)) THEN
             -- pg_partman reads timestamptz values in UTC (this function's TimeZone): pass the grid point
             v_times := v_times || (v_grid AT TIME ZONE 'UTC');
         END IF;
@@ -187,7 +207,7 @@ DECLARE
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
-    SELECT * INTO l FROM pgretention._leaves(p_table_id, p_class) x WHERE x.leaf = p_leaf;
+    SELECT * INTO l FROM pgretention._leaves_of(p_table_id, p_class, p_leaf) x;
     IF NOT FOUND THEN
         RETURN 0;  -- gone meanwhile
     END IF;
