@@ -260,9 +260,11 @@ BEGIN
     v_rel := to_regclass(format('%I.%I', o.partition_schema, o.partition_name));
     PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
     BEGIN
-        -- the audit record carries an exact row count where counting is cheap (the table is
-        -- detached: counting blocks no application), the planner's estimate otherwise
-        IF v_rel IS NOT NULL AND pg_relation_size(v_rel) <= 64 * 1024 * 1024 THEN
+        -- the audit record carries the planner's row count (exact after ANALYZE, which autovacuum
+        -- runs on every partition it has written); a partition never analyzed is counted when
+        -- small. Reading a cold partition only to count it would cost as much as the drop.
+        IF v_rel IS NOT NULL AND (SELECT reltuples < 0 FROM pg_class WHERE oid = v_rel)
+           AND pg_relation_size(v_rel) <= 8 * 1024 * 1024 THEN
             EXECUTE format('SELECT count(*) FROM %s', v_rel) INTO v_rows;
             v_counted := true;
         END IF;
