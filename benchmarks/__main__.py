@@ -112,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             result.figures["load_average"] = {"before": load_before, "after": _load()}
             cpu = meter.stop()
             result.figures["cpu"] = cpu
-            if cpu is not None and cpu["others_pct"] > 10:
+            others = cpu.get("others_pct") if cpu is not None else None
+            if others is not None and others > 10:
                 result.notes.append(
-                    f"other processes used {cpu['others_pct']:.0f}% of the machine's CPU time during this "
+                    f"other processes used {others:.0f}% of the machine's CPU time during this "
                     "benchmark: they competed for CPU and disk, the figures are perturbed"
                 )
             results.append(result)

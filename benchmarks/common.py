@@ -282,7 +282,7 @@ class CpuMeter:
         self._thread.start()
         return self
 
-    def stop(self) -> dict[str, float] | None:
+    def stop(self) -> dict[str, float | None] | None:
         if self._thread is None:
             return None
         self._stop.set()
@@ -293,11 +293,12 @@ class CpuMeter:
         ours = self._self() - self._self0
         ours += sum(v - self._base.get(pid, 0.0) for pid, v in self._postmasters.items())
         cpus = os.cpu_count() or 1
+        local = self.server.cluster is not None  # an external server's processes cannot be told apart
         return {
             "wall_s": round(wall, 1),
             "machine_busy_pct": round(100 * machine / (wall * cpus), 1),
-            "benchmark_pct": round(100 * ours / (wall * cpus), 1),
-            "others_pct": round(100 * max(0.0, machine - ours) / (wall * cpus), 1),
+            "benchmark_pct": round(100 * ours / (wall * cpus), 1) if local else None,
+            "others_pct": round(100 * max(0.0, machine - ours) / (wall * cpus), 1) if local else None,
         }
 
 

@@ -193,7 +193,11 @@ def _run(ctx: Context, dsn: str, rows_per_day: int) -> Result:
         "pg_partman": pm_budget,
         "pgretention_same_files": files_budget,
     }
+    over_partman = (pgr["ms"] - pm["ms"]) / dropped
+    figures["ratios"]["pgretention_minus_pg_partman_ms_per_partition"] = over_partman
     res.ratios += [
+        f"pgretention's own cost over pg_partman's drops: {fmt_ms(over_partman)} per partition "
+        "(two transactions, audit record)",
         f"the same time budget applied to pg_partman: {fmt_ms(pm['ms'])} against {fmt_ms(pm_budget)}",
         f"pgretention against the same files freed + {MS_PER_PARTITION:g} ms per partition: "
         f"{fmt_ms(pgr['ms'])} against {fmt_ms(files_budget)}",

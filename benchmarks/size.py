@@ -253,6 +253,7 @@ def _plot(per_size: list[dict[str, Any]], samples: list[dict[str, Any]], out: Pa
         ("parent lock (detach transaction)", "lock_ms", "#6c8ebf", "s-"),
         ("drop transaction", "drop_ms", "#e0a030", "^-"),
         ("filesystem: free same bytes", "fs_free_ms", "grey", "x--"),
+        ("filesystem: free same files", "fs_files_free_ms", "#999999", "+:"),
     ]
     for label, key, color, style in series:
         ax.plot(rows, [p[key] for p in per_size], style, color=color, label=label)
