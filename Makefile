@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint test-slow bench bench-full
+.PHONY: setup demo test lint test-slow bench
 
 setup:
 	@bash scripts/setup.sh
