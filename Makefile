@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint test-slow bench
+.PHONY: setup demo test lint test-slow test-citus bench
 
 setup:
 	@bash scripts/setup.sh
@@ -15,10 +15,14 @@ lint: setup
 	$(PY) -m mypy pgretention
 
 test: lint
-	$(PY) -m pytest -m "not slow and not citus" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup
 	$(PY) -m pytest -m "slow" $(PYTEST_ARGS)
+
+# needs PGRETENTION_CITUS_DSN: a Citus coordinator with workers (docs/citus.md)
+test-citus: setup
+	$(PY) -m pytest -m "citus" -rs $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks $(BENCH_ARGS)

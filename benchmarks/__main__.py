@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import adopt, anonymise, audit, entity, ingest, purge, scale, size, subjects
+from benchmarks import adopt, anonymise, audit, citus, entity, ingest, purge, scale, size, subjects
 from benchmarks.common import Context, CpuMeter, Result, Server, log
 
 BENCHMARKS: dict[str, Callable[[Context], Result]] = {
@@ -30,9 +30,10 @@ BENCHMARKS: dict[str, Callable[[Context], Result]] = {
     subjects.NAME: subjects.run,
     anonymise.NAME: anonymise.run,
     scale.NAME: scale.run,
+    citus.NAME: citus.run,
 }
 # Run only when named with --only (too long or too large for the default run).
-OPT_IN = {scale.NAME}
+OPT_IN = {scale.NAME, citus.NAME}  # citus: against PGRETENTION_CITUS_DSN
 DEFAULT_SCALE = 0.2
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

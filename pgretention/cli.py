@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> None:
         e = translate(exc)
         click.echo(f"pgretention: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except UnicodeError as exc:  # an argument that is not UTF-8 (a terminal in another encoding)
+        bad = InvalidInput(f"an argument is not valid UTF-8 ({exc}): check the terminal's encoding")
+        click.echo(f"pgretention: error: {bad}", err=True)
+        sys.exit(bad.exit_code)
     except KeyboardInterrupt:
         err_console.print("pgretention: interrupted")
         sys.exit(130)

@@ -196,20 +196,25 @@ def table_group() -> None:
 @click.option("--min-drop-after", default=None)
 @click.option("--max-drop-after", default=None)
 @click.option("--archive-schema", default=None, help="Move expired partitions here instead of dropping them.")
+@click.option("--layout", type=click.Choice(["class", "time"]), default=None,
+              help="class: LIST by class, then RANGE by time (default); time: RANGE by time, classes share "
+                   "partitions (the layout of distributed tables).")
+@click.option("--distribute-by", default=None, help="Citus: distribute the table by this column (e.g. the subscriber).")
 @pass_ctx
 def table_create(ctx: Ctx, name: str, columns: str, time_column: str, interval_: str, classes: tuple[str, ...],
                  class_column: str | None, default_class: str | None, members: tuple[str, ...], premake: int,
                  time_zone: str, min_drop_after: str | None, max_drop_after: str | None,
-                 archive_schema: str | None) -> None:
+                 archive_schema: str | None, layout: str | None, distribute_by: str | None) -> None:
     """Create a new managed, partitioned table."""
     cls = _parse_classes(classes, members)
     with _conn(ctx) as conn, translated():
         tid = conn.execute(
             "SELECT pgretention.create_table(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
             " p_premake => %s, p_time_zone => %s, p_min_drop_after => %s, p_max_drop_after => %s,"
-            " p_on_expiry => %s, p_archive_schema => %s)",
+            " p_on_expiry => %s, p_archive_schema => %s, p_layout => %s, p_distribute_by => %s)",
             [name, columns, time_column, interval_, Jsonb(cls), class_column, default_class, premake, time_zone,
-             min_drop_after, max_drop_after, "archive" if archive_schema else "drop", archive_schema],
+             min_drop_after, max_drop_after, "archive" if archive_schema else "drop", archive_schema,
+             layout, distribute_by],
         ).fetchone()
     emit(ctx, {"table": name, "id": tid[0] if tid else None, "classes": cls},
          lambda d: click.echo(f"created {d['table']} with classes {', '.join(d['classes'])}"))

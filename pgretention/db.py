@@ -67,9 +67,22 @@ def connect(
     return conn
 
 
+# what terminals and str.splitlines() take for the end of a line
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: line-break characters (inside a quoted name, say) are shown escaped,
+    never taken for the end of the line."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if c in _LINE_BREAKS else c for c in text)
+
+
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else exc.__class__.__name__
+    """The error's message on one line: the server's primary message, else the driver's first line."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = (primary if primary else str(exc).strip().split("\n")[0]).strip()
+    return one_line(text) if text else exc.__class__.__name__
 
 
 def translate(exc: psycopg.Error) -> PgRetentionError:
@@ -78,10 +91,16 @@ def translate(exc: psycopg.Error) -> PgRetentionError:
     diag = getattr(exc, "diag", None)
     hint = getattr(diag, "message_hint", None) if diag is not None else None
     if hint:
-        msg = f"{msg} (hint: {hint.splitlines()[0]})"
+        msg = f"{msg} (hint: {one_line(hint.split(chr(10))[0])})"
     if isinstance(exc, pgerr.InsufficientPrivilege):
         return PermissionDenied(msg)
-    if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, pgerr.QueryCanceled):
+    # refusals first: SQLSTATE class 55 (object not in prerequisite state, lock not available,
+    # object in use) are OperationalErrors to the driver, yet the server answered
+    if isinstance(exc, (pgerr.LockNotAvailable, pgerr.ObjectInUse)):
+        return PgRetentionError(msg)
+    if isinstance(exc, psycopg.OperationalError) and not isinstance(
+        exc, (pgerr.QueryCanceled, pgerr.ObjectNotInPrerequisiteState)
+    ):
         return ConnectionFailed(msg)
     if isinstance(
         exc,

@@ -24,7 +24,8 @@ GRANT SELECT ON pgretention.managed_table, pgretention.retention_class, pgretent
     TO pgretention_admin, pgretention_operator, pgretention_auditor;
 GRANT SELECT ON pgretention.class_member TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION
-    pgretention.create_table(text, text, text, text, jsonb, text, text, int, text, timestamptz, text, text, text, text, text),
+    pgretention.create_table(text, text, text, text, jsonb, text, text, int, text, timestamptz, text, text, text, text, text,
+                             text, text),
     pgretention.manage_table(text, text, text, jsonb, int, text, timestamptz, text, text, text),
     pgretention.add_class(text, text, text, text, text[], timestamptz),
     pgretention.set_class(text, text, text, text),
@@ -46,6 +47,8 @@ GRANT EXECUTE ON FUNCTION
     pgretention._detach_leaf(int, text, regclass, bigint, int),
     pgretention._purge_default_batch(int, text, timestamptz, int),
     pgretention._purge_moved_batch(int, timestamptz, int),
+    pgretention._class_purge_due(int, text, timestamptz),
+    pgretention._purge_class_leaf(int, text, regclass, timestamptz, int),
     pgretention.plan(timestamptz, text)
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION pgretention.status(timestamptz)

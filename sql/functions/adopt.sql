@@ -77,6 +77,12 @@ BEGIN
         RAISE EXCEPTION 'table % does not exist', v_qual USING ERRCODE = 'undefined_table';
     END IF;
     SELECT c.relkind, c.relpersistence, c.relispartition, c.relrowsecurity INTO k FROM pg_class c WHERE c.oid = v_rel;
+    IF pgretention._is_distributed(v_rel) THEN
+        -- the online conversion swaps tables and copies rows by address: not on Citus
+        RAISE EXCEPTION 'table % is a Citus table: adopt converts local tables only; create a distributed,'
+            ' time-partitioned table with create_table(..., p_distribute_by => ...) and move the data into it', v_qual
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
     IF EXISTS (SELECT FROM pgretention.managed_table m WHERE m.table_schema = v_name.schema_name
                AND m.table_name = v_name.table_name) THEN
         RAISE EXCEPTION 'table % is already managed by pgretention', v_qual USING ERRCODE = 'duplicate_object';
@@ -360,7 +366,7 @@ BEGIN
         RAISE EXCEPTION 'table %.% exists already: adopt needs that name for the historical partition of %',
             quote_ident(v ->> 'schema'), quote_ident(v ->> 'historical'), v ->> 'qualified' USING ERRCODE = 'duplicate_table';
     END IF;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%I IS NOT NULL AND %I >= %L AND %I < %L) NOT VALID',
                        v ->> 'qualified', v_con, p_time_column, p_time_column, v ->> 'lower', p_time_column, v_cut.cutover);
@@ -455,7 +461,7 @@ BEGIN
         RAISE EXCEPTION 'no adoption of table %.% is under way', v_name.schema_name, v_name.table_name
             USING ERRCODE = 'undefined_object';
     END IF;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     PERFORM pgretention._adopt_abandon(v_id, 'cancelled by ' || current_user);
 END
 $$;
@@ -509,7 +515,7 @@ BEGIN
     END IF;
     v_qual := format('%I.%I', d.table_schema, d.table_name);
     v_hist := format('%I.%I', d.table_schema, d.historical_name);
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_qual);
     EXCEPTION WHEN lock_not_available THEN
@@ -756,7 +762,7 @@ BEGIN
                    THEN pgretention._hold_predicate(t.table_schema, t.table_name, p_now) ELSE 'false' END;
     v_blocks := pg_relation_size(v_hist) / current_setting('block_size')::int;
     v_from := least(d.scan_block, v_blocks);
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         WHILE v_from < v_blocks AND v_total < p_batch LOOP
             EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT t.ctid FROM %s t WHERE t.ctid >= %L::tid'
@@ -816,7 +822,7 @@ BEGIN
         RAISE EXCEPTION 'table % was not adopted: unadopt restores adopted tables only', v_qual
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'release_table stops managing other tables';
     END IF;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_qual);
     EXCEPTION WHEN lock_not_available THEN

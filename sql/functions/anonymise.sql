@@ -178,7 +178,11 @@ $$;
 
 -- The SELECT list that anonymises a row of the table (alias t); keys arrive as jsonb in p_keys_param
 -- ({epoch: hex key}), so they never appear in statement text.
-CREATE OR REPLACE FUNCTION pgretention._anon_select_list(p_table_id int, p_keys_param text, p_single_key text DEFAULT NULL)
+DROP FUNCTION IF EXISTS pgretention._anon_select_list(int, text, text);
+-- p_only: a condition on the row; rows that fail it are copied unchanged (time-first layout: the
+-- rows of one class in a shared partition)
+CREATE OR REPLACE FUNCTION pgretention._anon_select_list(p_table_id int, p_keys_param text, p_single_key text DEFAULT NULL,
+                                                         p_only text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -218,6 +222,9 @@ BEGIN
             WHEN 'jsonb_drop' THEN format('(t.%I - %L::text[])', a.attname,
                 '{' || array_to_string(ARRAY(SELECT btrim(k) FROM unnest(string_to_array(a.param, ',')) k), ',') || '}')
         END;
+        IF p_only IS NOT NULL AND p_only <> 'true' AND coalesce(a.method, 'keep') <> 'keep' THEN
+            v_expr := format('CASE WHEN %s THEN %s ELSE t.%I END', p_only, v_expr, a.attname);
+        END IF;
         v_list := v_list || v_expr;
     END LOOP;
     RETURN array_to_string(v_list, ', ');
@@ -256,7 +263,7 @@ BEGIN
             o.partition_schema, o.partition_name, TG_OP USING ERRCODE = 'object_in_use';
     END IF;
     EXECUTE format('INSERT INTO %I.%I SELECT %s FROM (SELECT ($1).*) t', o.partition_schema, o.copy_name,
-                   pgretention._anon_select_list(o.table_id, '$2'))
+                   pgretention._anon_select_list(o.table_id, '$2', NULL, pgretention._class_filter(o.table_id, o.class_name)))
         USING NEW, pgretention._anon_keys(pgretention._to_abs(o.range_from, t.time_type, t.time_zone),
                                           pgretention._to_abs(o.range_to, t.time_type, t.time_zone));
     RETURN NULL;
@@ -284,12 +291,15 @@ BEGIN
     IF c.anonymise_after IS NULL OR NOT EXISTS (SELECT FROM pgretention.anon_rule WHERE table_id = p_table_id) THEN
         RETURN;
     END IF;
+    -- time-first layout: each class rewrites the shared partition for its own rows, in turn
     FOR l IN SELECT * FROM pgretention._leaves(p_table_id, p_class) x
              WHERE NOT x.is_default AND x.upper_abs <= p_now - c.anonymise_after AND x.upper_abs > p_now - c.drop_after
                AND NOT EXISTS (SELECT FROM pgretention.anon_op o WHERE o.table_id = p_table_id
                                AND o.class_name = p_class AND o.range_from = x.range_from AND o.state = 'done')
              ORDER BY x.lower_abs LOOP
-        CONTINUE WHEN pgretention._leaf_held(p_table_id, p_class, l.lower_abs, l.upper_abs, p_now);
+        CONTINUE WHEN EXISTS (SELECT FROM pgretention.retention_class h
+                              WHERE h.table_id = p_table_id AND (h.class_name = p_class OR t.layout = 'time')
+                                AND pgretention._leaf_held(p_table_id, h.class_name, l.lower_abs, l.upper_abs, p_now));
         EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE %s)', l.leaf,
                        pgretention._hold_predicate(t.table_schema, t.table_name, p_now, true)) INTO v_held;
         CONTINUE WHEN v_held;
@@ -324,13 +334,18 @@ BEGIN
     INSERT INTO pgretention.anon_op (table_id, class_name, partition_schema, partition_name, copy_name, range_from, range_to, state)
     VALUES (p_table_id, p_class, l.leaf_schema, l.leaf_name, v_copy, l.range_from, l.range_to, 'prepared')
     RETURNING id INTO v_id;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    IF pgretention._is_distributed(p_leaf) THEN
+        RETURN v_id;  -- Citus has no row triggers here: the copy is made in the swap's transaction
+    END IF;
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE'
                        ' INCLUDING COMMENTS INCLUDING GENERATED)', l.leaf_schema, v_copy, p_leaf);
         EXECUTE format('CREATE TRIGGER pgr_anon_capture BEFORE INSERT OR UPDATE OR DELETE ON %s'
                        ' FOR EACH ROW EXECUTE FUNCTION pgretention._anon_capture(%L)', p_leaf, v_id);
     EXCEPTION WHEN lock_not_available THEN
+        -- nothing prepared: no operation either (a retry starts afresh, not from a missing copy)
+        DELETE FROM pgretention.anon_op WHERE id = v_id;
         RETURN NULL;
     END;
     RETURN v_id;
@@ -338,10 +353,31 @@ END
 $$;
 
 -- Step 2: copy the anonymised rows, build the indexes and the bounds constraint. Idempotent.
+-- (A Citus partition is copied in the swap's transaction instead: _anon_swap.)
 CREATE OR REPLACE FUNCTION pgretention._anon_copy(p_op bigint)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o pgretention.anon_op;
+BEGIN
+    SELECT * INTO o FROM pgretention.anon_op WHERE id = p_op FOR UPDATE;
+    IF o.state <> 'prepared' OR o.rows_copied IS NOT NULL
+       OR pgretention._is_distributed(format('%I.%I', o.partition_schema, o.partition_name)::regclass) THEN
+        RETURN coalesce(o.rows_copied, 0);
+    END IF;
+    RETURN pgretention._anon_fill(p_op, false);
+END
+$$;
+
+-- Fill the copy of an operation with the anonymised rows of the original, then its indexes and
+-- bounds constraint; records and returns the rows copied. p_pull: read the original through the
+-- coordinator (Citus), so that pgretention's functions in the expressions run where they exist.
+CREATE OR REPLACE FUNCTION pgretention._anon_fill(p_op bigint, p_pull boolean)
+RETURNS bigint
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 SET DateStyle = 'ISO, YMD'
@@ -351,17 +387,18 @@ DECLARE
     t pgretention.managed_table;
     v_orig regclass;
     v_copy text;
+    v_src text;
     v_n bigint;
     v_idx record;
     v_keys jsonb;
+    v_only text;
 BEGIN
-    SELECT * INTO o FROM pgretention.anon_op WHERE id = p_op FOR UPDATE;
-    IF o.state <> 'prepared' OR o.rows_copied IS NOT NULL THEN
-        RETURN coalesce(o.rows_copied, 0);
-    END IF;
+    SELECT * INTO o FROM pgretention.anon_op WHERE id = p_op;
     SELECT * INTO t FROM pgretention.managed_table WHERE id = o.table_id;
     v_orig := format('%I.%I', o.partition_schema, o.partition_name)::regclass;
     v_copy := format('%I.%I', o.partition_schema, o.copy_name);
+    v_src := CASE WHEN p_pull THEN format('(SELECT * FROM %s OFFSET 0)', v_orig) ELSE v_orig::text END;
+    v_only := pgretention._class_filter(t.id, o.class_name);
     -- the copy's indexes are built after the load: give the sorts room (this transaction only)
     PERFORM set_config('maintenance_work_mem', greatest(pg_size_bytes(current_setting('maintenance_work_mem')),
                                                         512 * 1024 * 1024)::text || 'B', true);
@@ -374,10 +411,12 @@ BEGIN
                                      pgretention._to_abs(o.range_to, t.time_type, t.time_zone));
     IF (SELECT count(*) FROM jsonb_object_keys(v_keys)) = 1 THEN
         -- the whole partition lies in one epoch: one key for every row
-        EXECUTE format('INSERT INTO %s SELECT %s FROM %s t', v_copy, pgretention._anon_select_list(t.id, '$1', '$2'), v_orig)
+        EXECUTE format('INSERT INTO %s SELECT %s FROM %s t', v_copy,
+                       pgretention._anon_select_list(t.id, '$1', '$2', v_only), v_src)
             USING v_keys, decode((SELECT value #>> '{}' FROM jsonb_each(v_keys)), 'hex');
     ELSE
-        EXECUTE format('INSERT INTO %s SELECT %s FROM %s t', v_copy, pgretention._anon_select_list(t.id, '$1'), v_orig)
+        EXECUTE format('INSERT INTO %s SELECT %s FROM %s t', v_copy,
+                       pgretention._anon_select_list(t.id, '$1', NULL, v_only), v_src)
             USING v_keys;
     END IF;
     GET DIAGNOSTICS v_n = ROW_COUNT;
@@ -386,8 +425,11 @@ BEGIN
         EXECUTE format('CREATE %sINDEX ON %s USING %s', CASE WHEN v_idx.indisunique THEN 'UNIQUE ' ELSE '' END,
                        v_copy, v_idx.body);
     END LOOP;
-    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT pgr_bounds CHECK (%I IS NOT NULL AND %I >= %L AND %I < %L)',
-                   v_copy, t.time_column, t.time_column, o.range_from, t.time_column, o.range_to);
+    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = v_copy::regclass AND conname = 'pgr_bounds') THEN
+        -- (a partition rewritten before has it already: LIKE ... INCLUDING CONSTRAINTS)
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT pgr_bounds CHECK (%I IS NOT NULL AND %I >= %L AND %I < %L)',
+                       v_copy, t.time_column, t.time_column, o.range_from, t.time_column, o.range_to);
+    END IF;
     UPDATE pgretention.anon_op SET rows_copied = v_n WHERE id = p_op;
     RETURN v_n;
 END
@@ -406,17 +448,36 @@ DECLARE
     v_parent text;
     v_old name;
     v_owner name;
+    v_dist boolean;
     g record;
 BEGIN
     SELECT * INTO o FROM pgretention.anon_op WHERE id = p_op FOR UPDATE;
-    IF o.state <> 'prepared' OR o.rows_copied IS NULL THEN
-        RETURN o.state <> 'prepared';
+    IF o.state <> 'prepared' THEN
+        RETURN true;
     END IF;
     SELECT * INTO c FROM pgretention.retention_class WHERE table_id = o.table_id AND class_name = o.class_name;
     v_parent := format('%I.%I', c.parent_schema, c.parent_name);
+    v_dist := pgretention._is_distributed(format('%I.%I', o.partition_schema, o.partition_name)::regclass);
+    IF o.rows_copied IS NULL AND NOT v_dist THEN
+        RETURN false;
+    END IF;
     v_old := (left(o.partition_name, 50) || '_pgr_orig')::name;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
+        IF v_dist THEN
+            -- Citus: writes to this (old) partition wait while it is copied; the rest of the table
+            -- is not locked until the swap below. The copy is distributed like the original,
+            -- colocated with the table, so that it can be attached.
+            EXECUTE format('LOCK TABLE %I.%I IN SHARE MODE', o.partition_schema, o.partition_name);
+            EXECUTE format('DROP TABLE IF EXISTS %I.%I', o.partition_schema, o.copy_name);
+            EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE'
+                           ' INCLUDING COMMENTS INCLUDING GENERATED)', o.partition_schema, o.copy_name,
+                           o.partition_schema, o.partition_name);
+            EXECUTE 'SELECT create_distributed_table($1, $2, colocate_with => $3)'
+                USING format('%I.%I', o.partition_schema, o.copy_name),
+                      pgretention._distribution_column(v_parent::regclass), v_parent;
+            PERFORM pgretention._anon_fill(p_op, true);
+        END IF;
         EXECUTE format('ALTER TABLE %s DETACH PARTITION %I.%I', v_parent, o.partition_schema, o.partition_name);
         EXECUTE format('ALTER TABLE %I.%I RENAME TO %I', o.partition_schema, o.partition_name, v_old);
         EXECUTE format('ALTER TABLE %I.%I RENAME TO %I', o.partition_schema, o.copy_name, o.partition_name);
@@ -454,7 +515,7 @@ BEGIN
         RETURN o.state = 'done';
     END IF;
     SELECT * INTO t FROM pgretention.managed_table WHERE id = o.table_id;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         EXECUTE format('DROP TABLE IF EXISTS %I.%I', o.partition_schema, o.copy_name);
     EXCEPTION WHEN lock_not_available THEN

@@ -187,7 +187,7 @@ BEGIN
     IF picked = 0 THEN
         RETURN;
     END IF;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
 
     v_cond := format('%s <= $2 AND %s', pgretention._entity_activity_sql(p_rule_id),
                      pgretention._entity_eligible_sql(p_rule_id));
@@ -242,7 +242,7 @@ BEGIN
             'reference_time', p_now,
             'ms', round((extract(epoch FROM clock_timestamp() - v_started) * 1000)::numeric, 1)));
     END IF;
-    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    PERFORM pgretention._set_lock_timeout(v_lock_timeout);
 END
 $$;
 

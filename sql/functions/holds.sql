@@ -139,6 +139,8 @@ BEGIN
             v_range := pgretention._hold_range(v_time, v_type, v_zone, h.time_from, h.time_to);
             IF h.class_name IS NULL OR m.class_column IS NULL THEN
                 v_parts := v_parts || format('(true%s)', v_range);
+            ELSIF m.layout = 'time' THEN
+                v_parts := v_parts || format('(%s%s)', pgretention._class_cond(m.id, h.class_name), v_range);
             ELSE
                 v_parts := v_parts || format('(t.tableoid IN (SELECT i.inhrelid FROM pg_catalog.pg_inherits i'
                     ' WHERE i.inhparent = %L::regclass)%s)',
@@ -206,9 +208,13 @@ BEGIN
     EXECUTE format('INSERT INTO pgretention.hold_store (table_schema, table_name, partition, row_time, row_data, hold_ids)'
                    ' SELECT %L, %L, %L, pgretention._to_abs(t.%I::text, %L, %L), to_jsonb(t),'
                    ' ARRAY(SELECT h.id FROM pgretention._active_holds(%L) h WHERE h.subject_value IN (%s))'
-                   ' FROM %s t WHERE %s',
+                   ' FROM %s',
                    m.table_schema, m.table_name, p_partition, m.time_column, m.time_type, m.time_zone, p_now,
-                   v_cols, p_detached, v_pred);
+                   v_cols,
+                   -- Citus: the held rows come to the coordinator first (the lookup of their holds runs here)
+                   CASE WHEN pgretention._is_distributed(p_detached)
+                        THEN format('(SELECT * FROM %s t WHERE %s OFFSET 0) t', p_detached, v_pred)
+                        ELSE format('%s t WHERE %s', p_detached, v_pred) END);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
 END

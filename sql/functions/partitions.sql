@@ -72,10 +72,15 @@ AS $$
     FROM pgretention.retention_class c
     CROSS JOIN LATERAL pgretention._leaves(c.table_id, c.class_name) l
     JOIN pg_class k ON k.oid = l.leaf
-    WHERE c.table_id = p_table_id AND c.class_name = p_class
+    WHERE c.table_id = p_table_id AND c.class_name = p_class AND pgretention._owns_leaves(p_table_id, p_class)
       AND NOT l.is_default AND l.upper_abs IS NOT NULL
-      AND l.upper_abs <= p_now - c.drop_after
-      AND NOT pgretention._leaf_held(c.table_id, c.class_name, l.lower_abs, l.upper_abs, p_now)
+      AND l.upper_abs <= p_now - pgretention._leaf_drop_after(p_table_id, p_class)
+      -- a table or class hold keeps the whole partition (time-first layout: a hold of any class)
+      AND NOT EXISTS (SELECT FROM pgretention.retention_class h
+                      WHERE h.table_id = p_table_id
+                        AND (h.class_name = p_class OR h.class_name <> p_class AND
+                             (SELECT m.layout FROM pgretention.managed_table m WHERE m.id = p_table_id) = 'time')
+                        AND pgretention._leaf_held(h.table_id, h.class_name, l.lower_abs, l.upper_abs, p_now))
       AND NOT EXISTS (SELECT FROM pgretention.partition_op o  -- already detached, pending finish
                       WHERE o.partition_schema = l.leaf_schema AND o.partition_name = l.leaf_name
                         AND o.state = 'detached')
@@ -123,7 +128,8 @@ DECLARE
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
-    IF to_regclass(format('%I.%I', c.parent_schema, c.parent_name)) IS NULL THEN
+    IF to_regclass(format('%I.%I', c.parent_schema, c.parent_name)) IS NULL
+       OR NOT pgretention._owns_leaves(p_table_id, p_class) THEN
         RETURN 0;
     END IF;
     v_local := t.time_type NOT IN ('timestamptz');
@@ -160,7 +166,7 @@ BEGIN
         RETURN 0;
     END IF;
     SELECT count(*) INTO v_before FROM pg_inherits WHERE inhparent = format('%I.%I', c.parent_schema, c.parent_name)::regclass;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         PERFORM pgretention._partman_call('create_partition_time', jsonb_build_object(
             'p_parent_table', format('%s.%s', c.parent_schema, c.parent_name),
@@ -211,9 +217,13 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;  -- gone meanwhile
     END IF;
-    -- roll-ups are written before the raw data goes (idempotent; outside the parent's lock)
-    PERFORM pgretention._rollup_leaf(p_table_id, p_class, p_leaf, l.range_from, l.range_to);
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    -- roll-ups are written before the raw data goes (idempotent; outside the parent's lock); in
+    -- the time-first layout, of every class still in the partition (those kept the longest)
+    PERFORM pgretention._rollup_leaf(p_table_id, k.class_name, p_leaf, l.range_from, l.range_to)
+    FROM pgretention.retention_class k
+    WHERE k.table_id = p_table_id AND (k.class_name = p_class OR t.layout = 'time'
+                                       AND k.drop_after = pgretention._leaf_drop_after(p_table_id, p_class));
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         EXECUTE format('ALTER TABLE %I.%I DETACH PARTITION %s', c.parent_schema, c.parent_name, p_leaf);
     EXCEPTION WHEN lock_not_available THEN
@@ -258,7 +268,7 @@ BEGIN
     END IF;
     SELECT * INTO t FROM pgretention.managed_table WHERE id = o.table_id;
     v_rel := to_regclass(format('%I.%I', o.partition_schema, o.partition_name));
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
         -- the audit record carries the planner's row count (exact after ANALYZE, which autovacuum
         -- runs on every partition it has written); a partition never analyzed is counted when
@@ -322,7 +332,7 @@ DECLARE
     r record;
     n int := 0;
 BEGIN
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     FOR r IN SELECT i.inhparent::regclass AS parent, i.inhrelid::regclass AS child
              FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
              JOIN pgretention.retention_class c ON c.parent_schema = pn.nspname AND c.parent_name = p.relname
@@ -355,6 +365,14 @@ BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
     v_cond := format('%I < %s', t.time_column, pgretention._typed_literal(p_now - c.drop_after, t.time_type, t.time_zone));
+    IF t.layout = 'time' THEN
+        -- one default partition shared by every class: this class's rows, by its period
+        v_cond := format('%s AND (%s', pgretention._class_cond(p_table_id, p_class), v_cond);
+        IF t.null_time_action = 'purge' THEN
+            v_cond := format('%s OR %I IS NULL', v_cond, t.time_column);
+        END IF;
+        RETURN v_cond || ')';
+    END IF;
     IF t.class_column IS NOT NULL THEN
         v_moved := ARRAY(SELECT m.value FROM pgretention.class_member m
                          WHERE m.table_id = p_table_id AND m.routed_class = p_class AND m.class_name <> p_class);
@@ -389,18 +407,28 @@ DECLARE
     t pgretention.managed_table;
     v_default regclass;
     v_n bigint;
+    v_done boolean := false;
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     SELECT l.leaf INTO v_default FROM pgretention._leaves(p_table_id, p_class) l WHERE l.is_default;
     IF v_default IS NULL THEN
         RETURN 0;
     END IF;
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     BEGIN
-        EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE (%s) AND NOT %s LIMIT %s))',
-                       v_default, v_default, pgretention._default_expired_cond(p_table_id, p_class, p_now),
-                       pgretention._hold_predicate(t.table_schema, t.table_name, p_now), p_batch);
-        GET DIAGNOSTICS v_n = ROW_COUNT;
+        IF pgretention._is_distributed(v_default) THEN
+            -- Citus: one statement, run on the shards in parallel (row addresses are per shard)
+            EXECUTE format('DELETE FROM %s t WHERE (%s) AND NOT %s', v_default,
+                           pgretention._default_expired_cond(p_table_id, p_class, p_now),
+                           pgretention._hold_predicate(t.table_schema, t.table_name, p_now));
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+            v_done := true;
+        ELSE
+            EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE (%s) AND NOT %s LIMIT %s))',
+                           v_default, v_default, pgretention._default_expired_cond(p_table_id, p_class, p_now),
+                           pgretention._hold_predicate(t.table_schema, t.table_name, p_now), p_batch);
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+        END IF;
     EXCEPTION WHEN lock_not_available THEN
         RAISE NOTICE 'pgretention: % busy; expired rows left for the next run', v_default;
         RETURN 0;
@@ -409,7 +437,7 @@ BEGIN
         PERFORM pgretention._audit('default.purge', format('%I.%I', t.table_schema, t.table_name),
             jsonb_build_object('class', p_class, 'partition', v_default::text, 'rows', v_n));
     END IF;
-    RETURN v_n;
+    RETURN CASE WHEN v_done THEN least(v_n, p_batch - 1) ELSE v_n END;
 END
 $$;
 
@@ -449,5 +477,92 @@ BEGIN
         v_total := v_total + v_n;
     END LOOP;
     RETURN v_total;
+END
+$$;
+
+-- Time-first layout: partitions past a class's period (but not the table's longest) that still
+-- hold rows of that class, oldest first.
+CREATE OR REPLACE FUNCTION pgretention._class_purge_due(p_table_id int, p_class text, p_now timestamptz)
+RETURNS TABLE (leaf regclass, leaf_name name, range_from text, range_to text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+    WITH dropped AS MATERIALIZED (  -- partitions the run drops anyway are left alone
+        SELECT e.leaf FROM pgretention.managed_table m
+        CROSS JOIN LATERAL pgretention._expired_leaves(m.id, m.default_class, p_now) e
+        WHERE m.id = p_table_id AND m.layout = 'time')
+    SELECT l.leaf, l.leaf_name, l.range_from, l.range_to
+    FROM pgretention.managed_table t
+    JOIN pgretention.retention_class c ON c.table_id = t.id AND c.class_name = p_class
+    CROSS JOIN LATERAL pgretention._leaves(t.id, p_class) l
+    WHERE t.id = p_table_id AND t.layout = 'time'
+      AND c.drop_after < pgretention._leaf_drop_after(t.id, p_class)
+      AND NOT l.is_default AND l.upper_abs IS NOT NULL AND l.upper_abs <= p_now - c.drop_after
+      AND l.leaf NOT IN (SELECT d.leaf FROM dropped d)
+      AND NOT EXISTS (SELECT FROM pgretention.class_purge p
+                      WHERE p.table_id = t.id AND p.class_name = p_class AND p.range_from = l.range_from AND p.done)
+    ORDER BY l.lower_abs
+$$;
+
+-- Delete one batch of a class's rows from a shared partition past its period (rows under a legal
+-- hold stay). A Citus partition is done in one statement, run in parallel on its shards (no row
+-- addresses across nodes). The partition is marked done when only held rows of the class are left.
+-- Returns rows deleted, or -1 when the partition was busy (lock_timeout).
+CREATE OR REPLACE FUNCTION pgretention._purge_class_leaf(
+    p_table_id int, p_class text, p_leaf regclass, p_now timestamptz, p_batch int)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    t pgretention.managed_table;
+    l record;
+    v_cond text := pgretention._class_cond(p_table_id, p_class);
+    v_hold text;
+    v_dist boolean := pgretention._is_distributed(p_leaf);
+    v_n bigint;
+    v_left boolean := false;
+BEGIN
+    SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
+    SELECT * INTO l FROM pgretention._leaves_of(p_table_id, p_class, p_leaf) x;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    v_hold := pgretention._hold_predicate(t.table_schema, t.table_name, p_now);
+    PERFORM pgretention._rollup_leaf(p_table_id, p_class, p_leaf, l.range_from, l.range_to);  -- once
+    PERFORM pgretention._set_lock_timeout();
+    BEGIN
+        IF v_dist THEN
+            EXECUTE format('DELETE FROM %s t WHERE %s AND NOT %s', p_leaf, v_cond, v_hold);
+        ELSE
+            EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE %s AND NOT %s LIMIT %s))',
+                           p_leaf, p_leaf, v_cond, v_hold, p_batch);
+        END IF;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN -1;
+    END;
+    IF v_dist OR v_n < p_batch THEN
+        IF v_hold <> 'false' THEN
+            EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE %s AND %s)', p_leaf, v_cond, v_hold) INTO v_left;
+        END IF;
+    END IF;
+    INSERT INTO pgretention.class_purge AS p (table_id, class_name, range_from, partition_schema, partition_name,
+                                             rows_deleted, done)
+    VALUES (p_table_id, p_class, l.range_from, l.leaf_schema, l.leaf_name, v_n, (v_dist OR v_n < p_batch) AND NOT v_left)
+    ON CONFLICT (table_id, class_name, range_from) DO UPDATE
+        SET rows_deleted = p.rows_deleted + excluded.rows_deleted, done = excluded.done,
+            partition_schema = excluded.partition_schema, partition_name = excluded.partition_name,
+            updated_at = clock_timestamp();
+    IF v_n > 0 THEN
+        PERFORM pgretention._audit('class.purge', format('%I.%I', t.table_schema, t.table_name),
+            jsonb_build_object('class', p_class, 'partition', l.leaf_name, 'from', l.range_from, 'to', l.range_to,
+                               'rows', v_n));
+    END IF;
+    RETURN CASE WHEN v_dist THEN least(v_n, p_batch - 1) ELSE v_n END;
 END
 $$;

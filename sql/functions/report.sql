@@ -53,11 +53,12 @@ BEGIN
         IF to_regclass(format('%I.%I', c.parent_schema, c.parent_name)) IS NOT NULL THEN
             -- only partitions older than the cutoff are scanned (pruning on the literal)
             -- rows under a legal hold are lawfully kept past their period: not counted
-            EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %I < %s) FROM %I.%I t WHERE %I < %s AND NOT %s',
+            EXECUTE format('SELECT count(*), count(*) FILTER (WHERE %I < %s) FROM %I.%I t WHERE %I < %s AND %s AND NOT %s',
                            t.time_column,
                            pgretention._typed_literal(v_now - s.drop_after - s.worst_case_overshoot, t.time_type, t.time_zone),
                            c.parent_schema, c.parent_name, t.time_column,
                            pgretention._typed_literal(v_now - s.drop_after, t.time_type, t.time_zone),
+                           pgretention._class_filter(t.id, c.class_name),
                            pgretention._hold_predicate(t.table_schema, t.table_name, v_now))
                 INTO rows_past_period, rows_past_overshoot;
         END IF;
@@ -98,6 +99,7 @@ DECLARE
     v_line float8;
     v_k int;
     v_nb int;
+    v_filter text;
 BEGIN
     IF p_buckets IS NULL OR p_buckets < 2 OR p_buckets > 500 THEN
         RAISE EXCEPTION 'invalid number of histogram buckets %: expected 2 to 500', coalesce(p_buckets::text, 'NULL')
@@ -106,6 +108,7 @@ BEGIN
     FOR s IN SELECT x.*, m.id AS table_id FROM pgretention.status(v_now) x
              JOIN pgretention.managed_table m ON format('%I.%I', m.table_schema, m.table_name) = x.table_name LOOP
         SELECT m.* INTO t FROM pgretention.managed_table m WHERE m.id = s.table_id;
+        v_filter := pgretention._class_filter(t.id, s.class_name);
         -- the worst-case line falls on a bucket boundary: buckets beyond it hold only violations
         v_line := extract(epoch FROM s.drop_after + s.worst_case_overshoot);
         v_max := greatest(v_line, coalesce(extract(epoch FROM s.oldest_row_age), 0)) * 1.08;
@@ -120,15 +123,25 @@ BEGIN
             IF l.is_default THEN
                 EXECUTE format('SELECT array_agg(coalesce(n, 0) ORDER BY g) FROM generate_series(0, %s - 1) g'
                                ' LEFT JOIN (SELECT greatest(0, least(%s - 1, floor(extract(epoch FROM %L::timestamptz - %s) / %s)))::int AS b,'
-                               ' count(*)::float8 AS n FROM %s WHERE %I IS NOT NULL GROUP BY 1) y ON y.b = g',
+                               ' count(*)::float8 AS n FROM %s WHERE %I IS NOT NULL AND %s GROUP BY 1) y ON y.b = g',
                                v_nb, v_nb, v_now,
                                pgretention._report_time_expr(t.time_column, t.time_type, t.time_zone),
-                               v_width, l.leaf, t.time_column)
+                               v_width, l.leaf, t.time_column, v_filter)
                     INTO v_default;
                 CONTINUE;
             END IF;
-            IF pg_relation_size(l.leaf) <= 16 * 1024 * 1024 THEN
-                EXECUTE format('SELECT count(*) FROM %s', l.leaf) INTO v_count;
+            IF v_filter <> 'true' AND EXISTS (SELECT FROM pgretention.class_purge p WHERE p.table_id = t.id
+                    AND p.class_name = s.class_name AND p.range_from = l.range_from AND p.done) THEN
+                v_count := 0;  -- time-first layout: the class's rows are gone from this partition
+            ELSIF pg_relation_size(l.leaf) <= 16 * 1024 * 1024 THEN
+                -- small, or distributed (the coordinator's table is empty; Citus counts on the shards)
+                EXECUTE format('SELECT count(*) FROM %s WHERE %s', l.leaf, v_filter) INTO v_count;
+            ELSIF v_filter <> 'true' THEN
+                -- large shared partition: the planner's row count times the class's share in a 1 % sample
+                EXECUTE format('SELECT (%s * coalesce(count(*) FILTER (WHERE %s)::float8 / nullif(count(*), 0), 0))::bigint'
+                               ' FROM %s TABLESAMPLE SYSTEM (1)',
+                               (SELECT greatest(k.reltuples, 0) FROM pg_class k WHERE k.oid = l.leaf), v_filter, l.leaf)
+                    INTO v_count;
             ELSE
                 SELECT greatest(k.reltuples, 0)::bigint INTO v_count FROM pg_class k WHERE k.oid = l.leaf;
             END IF;

@@ -138,10 +138,12 @@ BEGIN
                              AND d.range_from = p_from) LOOP
         p := pgretention._rollup_parts(r.id);
         EXECUTE format('CREATE TEMP TABLE pgr_rollup_groups ON COMMIT DROP AS SELECT %L::text AS class_name,'
-                       ' %L::text AS period_from, %L::text AS period_to, %s, %s, count(*) AS group_rows FROM %s t GROUP BY %s',
+                       ' %L::text AS period_from, %L::text AS period_to, %s, %s, count(*) AS group_rows FROM %s t'
+                       ' WHERE %s GROUP BY %s',
                        p_class, p_from, p_to,
                        (SELECT string_agg(format('%s AS %I', x, a), ', ') FROM unnest(p.groups, p.aliases) AS u(x, a)),
-                       array_to_string(p.measures, ', '), p_leaf, array_to_string(p.groups, ', '));
+                       array_to_string(p.measures, ', '), p_leaf, pgretention._class_filter(p_table_id, p_class),
+                       array_to_string(p.groups, ', '));
         EXECUTE format('INSERT INTO %I.%I SELECT * FROM pg_temp.pgr_rollup_groups WHERE group_rows >= %s',
                        r.target_schema, r.target_name, r.min_group_size);
         GET DIAGNOSTICS v_written = ROW_COUNT;

@@ -248,6 +248,32 @@ BEGIN
             EXIT WHEN v_n < v_cfg.batch;
         END LOOP;
 
+        -- time-first layout: this class's rows in shared partitions past its period
+        FOR v_leaf IN SELECT * FROM pgretention._class_purge_due(v_target.table_id, v_target.class_name, v_now) LOOP
+            v_attempt := 0;
+            LOOP
+                v_attempt := v_attempt + 1;
+                BEGIN
+                    v_n := pgretention._purge_class_leaf(v_target.table_id, v_target.class_name, v_leaf.leaf,
+                                                         v_now, v_cfg.batch);
+                EXCEPTION WHEN OTHERS THEN
+                    v_n := 0;
+                    v_errors := v_errors || pg_catalog.jsonb_build_object('table', v_key, 'partition', v_leaf.leaf_name,
+                        'step', 'class purge', 'error', SQLERRM);
+                END;
+                COMMIT;
+                IF v_n < 0 THEN  -- busy: back off, then leave it for the next run
+                    EXIT WHEN v_attempt >= v_cfg.retries;
+                    PERFORM pg_catalog.pg_sleep(least(0.01 * 2 ^ v_attempt, v_cfg.backoff_max));
+                    CONTINUE;
+                END IF;
+                v_rows := v_rows + v_n;
+                v_tables := pg_catalog.jsonb_set(v_tables, ARRAY[v_key, 'rows_deleted'],
+                    pg_catalog.to_jsonb((v_tables -> v_key ->> 'rows_deleted')::bigint + v_n));
+                EXIT WHEN v_n < v_cfg.batch;
+            END LOOP;
+        END LOOP;
+
         -- adopted tables: expired rows of the historical partition, in batches (sql/functions/adopt.sql)
         LOOP
             BEGIN

@@ -24,6 +24,13 @@ BEGIN
             rows_estimate := l.rows_estimate; bytes := l.bytes;
             RETURN NEXT;
         END LOOP;
+        -- time-first layout: this class's rows in shared partitions past its period
+        FOR l IN SELECT * FROM pgretention._class_purge_due(r.table_id, r.class_name, v_now) LOOP
+            table_name := r.table_name; class_name := r.class_name; partition := l.leaf::text;
+            range_from := l.range_from; range_to := l.range_to; action := 'delete the class''s rows';
+            rows_estimate := NULL; bytes := NULL;
+            RETURN NEXT;
+        END LOOP;
         SELECT x.leaf INTO v_default FROM pgretention._leaves(r.table_id, r.class_name) x WHERE x.is_default;
         IF v_default IS NOT NULL THEN
             EXECUTE format('SELECT count(*) FROM %s t WHERE (%s) AND NOT %s', v_default,
@@ -70,6 +77,7 @@ DECLARE
     r record;
     l record;
     v_min text;
+    v_filter text;
     v_default regclass;
     v_run pgretention.job_run;
 BEGIN
@@ -88,13 +96,17 @@ BEGIN
         worst_case_overshoot := t.partition_interval + pgretention._setting_value('schedule_max_gap')::interval;
         members := (SELECT count(*) FROM pgretention.class_member m WHERE m.table_id = t.id AND m.class_name = c.class_name);
         SELECT count(*) FILTER (WHERE NOT x.is_default), coalesce(sum(pg_total_relation_size(x.leaf)), 0),
-               count(*) FILTER (WHERE NOT x.is_default AND x.upper_abs <= v_now - c.drop_after)
+               count(*) FILTER (WHERE NOT x.is_default AND x.upper_abs <= v_now - pgretention._leaf_drop_after(t.id, c.class_name))
           INTO partitions, total_bytes, expired_partitions
           FROM pgretention._leaves(t.id, c.class_name) x;
         -- oldest row: the first non-empty partition in time order, and the default partition
         oldest_row := NULL;
-        FOR l IN SELECT * FROM pgretention._leaves(t.id, c.class_name) x WHERE NOT x.is_default ORDER BY x.lower_abs LOOP
-            EXECUTE format('SELECT min(%I)::text FROM %s', t.time_column, l.leaf) INTO v_min;
+        v_filter := pgretention._class_filter(t.id, c.class_name);
+        FOR l IN SELECT * FROM pgretention._leaves(t.id, c.class_name) x WHERE NOT x.is_default
+                 AND NOT EXISTS (SELECT FROM pgretention.class_purge p WHERE p.table_id = t.id  -- time-first layout
+                                 AND p.class_name = c.class_name AND p.range_from = x.range_from AND p.done)
+                 ORDER BY x.lower_abs LOOP
+            EXECUTE format('SELECT min(%I)::text FROM %s t WHERE %s', t.time_column, l.leaf, v_filter) INTO v_min;
             IF v_min IS NOT NULL THEN
                 oldest_row := pgretention._to_abs(v_min, t.time_type, t.time_zone);
                 EXIT;
@@ -105,10 +117,10 @@ BEGIN
         IF v_default IS NOT NULL THEN
             -- expired rows under a legal hold are lawfully kept: not counted as expired
             EXECUTE format('SELECT count(*), count(*) FILTER (WHERE (%s) AND NOT %s), count(*) FILTER (WHERE %I IS NULL),'
-                           ' min(%I)::text FROM %s t',
+                           ' min(%I)::text FROM %s t WHERE %s',
                            pgretention._default_expired_cond(t.id, c.class_name, v_now),
                            pgretention._hold_predicate(t.table_schema, t.table_name, v_now), t.time_column,
-                           t.time_column, v_default)
+                           t.time_column, v_default, v_filter)
                 INTO default_rows, expired_default_rows, null_time_rows, v_min;
             IF v_min IS NOT NULL THEN
                 oldest_row := least(oldest_row, pgretention._to_abs(v_min, t.time_type, t.time_zone));

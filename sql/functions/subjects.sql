@@ -392,7 +392,7 @@ DECLARE
     v_out jsonb := '{}';
     c record;
 BEGIN
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     FOR st IN SELECT * FROM pgretention.subject_table ORDER BY table_schema, table_name LOOP
         v_cond := pgretention._subject_condition(st.id, p_identifiers, p_tenant);
         CONTINUE WHEN v_cond IS NULL;

@@ -103,7 +103,7 @@ DECLARE
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     SELECT * INTO c FROM pgretention.retention_class WHERE table_id = p_table_id AND class_name = p_class;
-    IF t.class_column IS NOT NULL THEN
+    IF t.class_column IS NOT NULL AND t.layout = 'class' THEN
         IF p_class = t.default_class THEN
             EXECUTE format('CREATE TABLE %I.%I PARTITION OF %I.%I DEFAULT PARTITION BY RANGE (%I)',
                            c.parent_schema, c.parent_name, t.table_schema, t.table_name, t.time_column);
@@ -256,6 +256,8 @@ END
 $$;
 
 -- Create a new managed table from a column list.
+DROP FUNCTION IF EXISTS pgretention.create_table(text, text, text, text, jsonb, text, text, int, text, timestamptz,
+                                                 text, text, text, text, text);
 CREATE OR REPLACE FUNCTION pgretention.create_table(
     p_table text,
     p_columns text,
@@ -271,7 +273,9 @@ CREATE OR REPLACE FUNCTION pgretention.create_table(
     p_max_drop_after text DEFAULT NULL,
     p_on_expiry text DEFAULT 'drop',
     p_archive_schema text DEFAULT NULL,
-    p_null_time text DEFAULT 'keep')
+    p_null_time text DEFAULT 'keep',
+    p_layout text DEFAULT NULL,
+    p_distribute_by text DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -281,8 +285,29 @@ AS $$
 DECLARE
     v_name record := pgretention._split_name(p_table);
     v_cols text := pgretention._column_defs(p_columns);
+    v_qual text := format('%I.%I', v_name.schema_name, v_name.table_name);
+    v_layout text;
     v_id int;
 BEGIN
+    -- the layout: 'class' (LIST by class, then RANGE by time) unless asked otherwise or distributed
+    v_layout := CASE WHEN p_class_column IS NULL THEN 'class'
+                     ELSE coalesce(p_layout, CASE WHEN p_distribute_by IS NOT NULL THEN 'time' ELSE 'class' END) END;
+    IF p_layout IS NOT NULL AND p_layout NOT IN ('class', 'time') THEN
+        RAISE EXCEPTION 'layout of table % must be class or time, got %', v_qual, quote_literal(p_layout)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_distribute_by IS NOT NULL THEN
+        PERFORM pgretention._check_ident('distribution column', p_distribute_by);
+        IF NOT pgretention._citus() THEN
+            RAISE EXCEPTION 'table % cannot be distributed by %: the citus extension is not installed in this database',
+                v_qual, quote_ident(p_distribute_by) USING ERRCODE = 'feature_not_supported';
+        END IF;
+        IF v_layout = 'class' AND p_class_column IS NOT NULL THEN
+            RAISE EXCEPTION 'table % cannot have the class layout on Citus: it needs two levels of partitioning'
+                ' (LIST by class, RANGE by time), which Citus refuses; use p_layout => ''time''', v_qual
+                USING ERRCODE = 'feature_not_supported';
+        END IF;
+    END IF;
     IF to_regnamespace(quote_ident(v_name.schema_name)) IS NULL THEN
         RAISE EXCEPTION 'schema % does not exist', quote_ident(v_name.schema_name) USING ERRCODE = 'invalid_schema_name';
     END IF;
@@ -291,7 +316,7 @@ BEGIN
             v_name.schema_name, v_name.table_name USING ERRCODE = 'duplicate_table';
     END IF;
     BEGIN
-        IF p_class_column IS NOT NULL THEN
+        IF p_class_column IS NOT NULL AND v_layout = 'class' THEN
             EXECUTE format('CREATE TABLE %I.%I (%s) PARTITION BY LIST (%I)', v_name.schema_name, v_name.table_name,
                            v_cols, pgretention._check_ident('class column', p_class_column));
         ELSE
@@ -306,9 +331,20 @@ BEGIN
     v_id := pgretention._register_table(v_name.schema_name, v_name.table_name, p_time_column, p_interval,
         p_classes, p_class_column, p_default_class, p_premake, p_time_zone, p_min_drop_after, p_max_drop_after,
         p_on_expiry, p_archive_schema, p_null_time);
+    UPDATE pgretention.managed_table SET layout = v_layout, distribution_column = p_distribute_by WHERE id = v_id;
+    IF p_distribute_by IS NOT NULL THEN
+        IF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = v_qual::regclass AND a.attname = p_distribute_by
+                       AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'column % does not exist in table %', quote_ident(p_distribute_by), v_qual
+                USING ERRCODE = 'undefined_column';
+        END IF;
+        -- before any partition exists: the partitions pg_partman makes are distributed with it
+        EXECUTE 'SELECT create_distributed_table($1, $2)' USING v_qual, p_distribute_by::text;
+    END IF;
     PERFORM pgretention._setup_classes(v_id, p_classes, coalesce(p_start, now()));
-    PERFORM pgretention._audit('table.create', format('%I.%I', v_name.schema_name, v_name.table_name),
-        jsonb_build_object('classes', p_classes, 'interval', p_interval, 'class_column', p_class_column));
+    PERFORM pgretention._audit('table.create', v_qual,
+        jsonb_build_object('classes', p_classes, 'interval', p_interval, 'class_column', p_class_column,
+                           'layout', v_layout, 'distribute_by', p_distribute_by));
     RETURN v_id;
 END
 $$;
@@ -373,6 +409,7 @@ BEGIN
     ELSE
         PERFORM pgretention._setup_classes(v_id, p_classes, coalesce(p_start, now()));
     END IF;
+    UPDATE pgretention.managed_table SET distribution_column = pgretention._distribution_column(v_rel) WHERE id = v_id;
     PERFORM pgretention._audit('table.manage', v_pm_parent, jsonb_build_object('classes', p_classes, 'interval', p_interval));
     RETURN v_id;
 END
@@ -394,11 +431,13 @@ BEGIN
         INSERT INTO pgretention.retention_class (table_id, class_name, anonymise_after, drop_after, parent_schema, parent_name)
         VALUES (p_table_id, v_name, (v_def ->> 'anonymise_after')::interval, (v_def ->> 'drop_after')::interval,
                 t.table_schema,
-                CASE WHEN t.class_column IS NULL THEN t.table_name ELSE pgretention._class_relname(t.table_name, v_name) END);
+                CASE WHEN t.class_column IS NULL OR t.layout = 'time' THEN t.table_name
+                     ELSE pgretention._class_relname(t.table_name, v_name) END);
         v_members := ARRAY(SELECT jsonb_array_elements_text(coalesce(v_def -> 'members', '[]')));
         INSERT INTO pgretention.class_member (table_id, value, class_name, routed_class)
         SELECT p_table_id, m, v_name, v_name FROM unnest(v_members) m;
-        IF t.class_column IS NULL OR v_name = t.default_class OR cardinality(v_members) > 0 THEN
+        IF t.class_column IS NULL OR v_name = t.default_class
+           OR cardinality(v_members) > 0 AND t.layout = 'class' THEN
             PERFORM pgretention._create_class_partition(p_table_id, v_name, v_members, p_start);
         END IF;
     END LOOP;
@@ -437,7 +476,7 @@ BEGIN
         jsonb_build_object(p_class, v_def), p_class, true, t.min_drop_after, t.max_drop_after);
     INSERT INTO pgretention.retention_class (table_id, class_name, anonymise_after, drop_after, parent_schema, parent_name)
     VALUES (t.id, p_class, p_anonymise_after::interval, p_drop_after::interval, t.table_schema,
-            pgretention._class_relname(t.table_name, p_class));
+            CASE WHEN t.layout = 'time' THEN t.table_name ELSE pgretention._class_relname(t.table_name, p_class) END);
     PERFORM pgretention._audit('class.add', format('%I.%I', t.table_schema, t.table_name),
         jsonb_build_object('class', p_class, 'drop_after', p_drop_after, 'anonymise_after', p_anonymise_after));
     FOREACH v_member IN ARRAY coalesce(p_members, '{}') LOOP
@@ -530,7 +569,16 @@ BEGIN
     IF m.class_name = p_class THEN
         RETURN 'unchanged';
     END IF;
-    IF v_from = p_class THEN  -- back to where its rows are
+    IF t.layout = 'time' THEN
+        -- shared partitions: the value's rows follow the new class at once; partitions already
+        -- purged for that class are looked at again
+        INSERT INTO pgretention.class_member (table_id, value, class_name, routed_class)
+        VALUES (t.id, p_value, p_class, p_class)
+        ON CONFLICT (table_id, value) DO UPDATE SET class_name = excluded.class_name,
+            routed_class = excluded.routed_class, since = now();
+        UPDATE pgretention.class_purge SET done = false WHERE table_id = t.id AND class_name = p_class;
+        v_result := 'assigned to class ' || p_class;
+    ELSIF v_from = p_class THEN  -- back to where its rows are
         UPDATE pgretention.class_member SET class_name = p_class, since = now() WHERE table_id = t.id AND value = p_value;
         v_result := 'reassigned';
     ELSE
@@ -596,7 +644,7 @@ DECLARE
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     v_qual := format('%I.%I', t.table_schema, t.table_name);
-    PERFORM set_config('lock_timeout', pgretention._setting_value('lock_timeout'), true);
+    PERFORM pgretention._set_lock_timeout();
     FOR c IN SELECT * FROM pgretention.retention_class
              WHERE table_id = t.id AND class_name = ANY (p_classes) AND class_name <> t.default_class
              ORDER BY class_name LOOP
