@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import click
+import psycopg
 
 from pgretention.cli import Ctx, emit, pass_ctx, table
 from pgretention.commands import _age, _conn, _rows, _size
@@ -36,6 +37,12 @@ def tune(ctx: Ctx, table_name: str, rows_per_day: int | None, row_bytes: int | N
          apply_: bool) -> None:
     """Recommend a partition interval (and premake) per class: overshoot, partition count, purge cost."""
     with _conn(ctx) as conn:
+        if max_overshoot is not None:
+            try:
+                conn.execute("SELECT %s::interval", [max_overshoot])
+            except psycopg.errors.DataError as exc:
+                raise InvalidInput(f"invalid --max-overshoot {max_overshoot!r}: expected an interval such as "
+                                   "'2 days'") from exc
         rows = _rows(conn, "SELECT * FROM pgretention.tune(%s, %s, %s, %s::interval)",
                      [table_name, rows_per_day, row_bytes, max_overshoot])
         rec = _recommendation(rows)

@@ -181,3 +181,9 @@ def test_premake_at_an_unaligned_time_continues_the_grid(installed: DB) -> None:
     # missed in between are not: their rows, if any, are in the default partition)
     lows = [lo for lo, hi in _leaves(installed, "eu") if lo >= last]
     assert lows[:3] == [last, last + timedelta(days=2), last + timedelta(days=3)]
+
+
+def test_bad_max_overshoot_is_named(installed: DB) -> None:
+    res = installed.cli("tune", "public.cdr", "--max-overshoot", "banana")
+    assert res.returncode == 6, res.stderr
+    assert res.stderr == "pgretention: error: invalid --max-overshoot 'banana': expected an interval such as '2 days'\n"
