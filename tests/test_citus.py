@@ -19,7 +19,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.conftest import DB
-from tests.test_partition_engine import simulate_800_days
+from tests.test_partition_engine import run, simulate_800_days
 
 UTC = timezone.utc
 CITUS_DSN = os.environ.get("PGRETENTION_CITUS_DSN", "")
@@ -143,7 +143,7 @@ def test_purge_with_a_report_open_for_60_seconds(citus: CitusDB) -> None:
     try:
         with citus.connect(autocommit=False) as report:
             report.execute("SELECT count(*) FROM msg")  # ACCESS SHARE on every partition until commit
-            runner = threading.Thread(target=lambda: run_result.update(run_and_summary(citus)))
+            runner = threading.Thread(target=lambda: run_result.update(run(citus, datetime.now(UTC))))
             runner.start()
             time.sleep(60)
             report.rollback()
@@ -163,14 +163,6 @@ def test_purge_with_a_report_open_for_60_seconds(citus: CitusDB) -> None:
     assert citus.one("SELECT ok FROM pgretention.verify_audit()") is True
 
 
-def run_and_summary(db: DB, at: datetime | None = None) -> dict[str, Any]:
-    with db.connect() as conn:
-        conn.execute("CALL pgretention.run(p_now => %s, p_runner => 'test')", [at])
-        row = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
-    assert row is not None
-    return {"status": row[0], **row[1]}
-
-
 def test_holds_preserved_on_drop_and_class_purge(citus: CitusDB) -> None:
     """A subject hold keeps its rows past the drop (hold store); a table hold keeps whole partitions."""
     total = create_msg(citus, days=20, drop_after="10 days", rows_per_day=300)
@@ -181,7 +173,7 @@ def test_holds_preserved_on_drop_and_class_purge(citus: CitusDB) -> None:
     citus.execute("SELECT pgretention.hold_set('order', 'R-1', 'phone', %s)", [held_sender])
     citus.execute("SELECT pgretention.hold_set('order', 'R-2', p_table => 'public.msg',"
                   " p_from => date_trunc('day', now()) - interval '19 days', p_to => date_trunc('day', now()) - interval '18 days')")
-    res = run_and_summary(citus)
+    res = run(citus, datetime.now(UTC))
     assert res["status"] == "ok", res["errors"]
     in_store = citus.one("SELECT count(*) FROM pgretention.hold_store WHERE row_data ->> 'sender' = %s", [held_sender])
     kept_held_day = citus.one("SELECT count(*) FROM msg WHERE sent_at >= date_trunc('day', now()) - interval '19 days'"
@@ -221,7 +213,7 @@ def test_anonymise_swap_keeps_distribution_and_rows(citus: CitusDB) -> None:
                                ("recipient", "e164_prefix", "5"), ("body", "redact", None)]:
         citus.execute("SELECT pgretention.anon_set_rule('public.msg', %s, %s, %s)", [col, method, param])
     before = distributed_partitions(citus, "public.msg")
-    res = run_and_summary(citus)
+    res = run(citus, datetime.now(UTC))
     assert res["status"] == "ok"
     done = citus.one("SELECT count(*) FROM pgretention.anon_op WHERE state = 'done'")
     assert done >= 6
@@ -244,7 +236,7 @@ def test_status_and_report_on_distributed_table(citus: CitusDB) -> None:
     create_msg(citus, days=15, drop_after="10 days", rows_per_day=100)
     before = citus.all("SELECT class_name, expired_partitions FROM pgretention.status()")
     assert before[0][1] >= 4
-    run_and_summary(citus)
+    run(citus, datetime.now(UTC))
     after = citus.one("SELECT expired_partitions FROM pgretention.status()")
     assert after == 0
     assert citus.one("SELECT sum(rows_past_overshoot) FROM pgretention.report_tables()") == 0

@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from tests.catalog import diff, snapshot
 from tests.conftest import DB
+from tests.test_partition_engine import run
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -31,15 +32,6 @@ def shared(installed: DB) -> DB:
                " %s - interval '40 days' + g * interval '15 minutes', '+3161' || lpad((g %% 50)::text, 7, '0')"
                " FROM generate_series(0, 40 * 96 - 1) g", [NOW.replace(hour=0)])
     return db
-
-
-def run(db: DB, at: datetime) -> dict[str, Any]:
-    with db.connect() as conn:
-        conn.execute("CALL pgretention.run(p_now => %s, p_runner => 'test')", [at])
-        row = conn.execute("SELECT status, summary FROM pgretention.job_run WHERE coalesce(summary ->> 'engine',"
-                           " 'partition') = 'partition' ORDER BY id DESC LIMIT 1").fetchone()
-    assert row is not None
-    return {"status": row[0], **row[1]}
 
 
 def count(db: DB, where: str, params: Any = None) -> int:

@@ -18,9 +18,9 @@ def upgrade() -> None:
         -- 'class': LIST by class column, each class RANGE by time (one pg_partman set per class);
         -- 'time': RANGE by time only, every class in the same partitions (the layout Citus can
         -- distribute: it refuses multi-level partitioning)
+        -- (a Citus table's distribution column is read from Citus's catalog, never stored here)
         ALTER TABLE pgretention.managed_table
-            ADD COLUMN layout text NOT NULL DEFAULT 'class' CHECK (layout IN ('class', 'time')),
-            ADD COLUMN distribution_column name;
+            ADD COLUMN layout text NOT NULL DEFAULT 'class' CHECK (layout IN ('class', 'time'));
 
         -- time-first layout: the rows of a class shorter than the table's longest class are deleted
         -- from each shared partition once it is past that class's period; one row per partition

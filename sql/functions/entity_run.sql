@@ -12,27 +12,14 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_id bigint;
 BEGIN
-    IF p_runner NOT IN ('sql', 'cli', 'cron', 'test', 'bench') THEN
-        RAISE EXCEPTION 'unknown runner %', quote_literal(p_runner) USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM pgretention._check_runner(p_runner);
     IF p_rule IS NOT NULL THEN
         PERFORM pgretention._entity_rule_named(p_rule);
     END IF;
-    PERFORM pgretention._check_reference_time(p_now);
-    -- runs that died (killed backend, server crash) are closed as failed; the caller holds the run lock
-    -- (called from within pgretention.run, the running run is the caller's own: left alone)
-    IF NOT p_nested THEN
-        UPDATE pgretention.job_run SET status = 'failed', finished_at = clock_timestamp(),
-            message = 'interrupted: the runner ended before finishing'
-        WHERE status = 'running';
-    END IF;
-    INSERT INTO pgretention.job_run (runner, reference_time, summary)
-    VALUES (p_runner, p_now, jsonb_build_object('engine', 'entity', 'rule', p_rule))
-    RETURNING id INTO v_id;
-    RETURN v_id;
+    -- called from within pgretention.run, the running run is the caller's own: left alone
+    RETURN pgretention._job_begin(p_runner, p_now, jsonb_build_object('engine', 'entity', 'rule', p_rule),
+                                  NOT p_nested);
 END
 $$;
 
@@ -43,12 +30,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE pgretention.job_run SET finished_at = clock_timestamp(), summary = summary || p_summary,
-        status = p_status, message = p_message
-    WHERE id = p_run_id;
-    IF p_status <> 'ok' OR (p_summary -> 'totals' ->> 'rows')::bigint > 0 THEN
-        PERFORM pgretention._audit('entity.run', NULL, p_summary || jsonb_build_object('run_id', p_run_id), p_status);
-    END IF;
+    PERFORM pgretention._job_end(p_run_id, p_summary, p_status, p_message, 'entity.run',
+                                 (p_summary -> 'totals' ->> 'rows')::bigint > 0);
 END
 $$;
 

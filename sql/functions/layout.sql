@@ -127,3 +127,26 @@ BEGIN
     RETURN v;
 END
 $$;
+
+-- Delete one batch of the rows of p_rel (aliased t) that match p_cond; the caller has set the lock
+-- timeout. On one server: at most p_batch rows, chosen by row address (one short transaction each).
+-- On a Citus table: every matching row in one statement, which the shards run in parallel (row
+-- addresses are per shard and mean nothing across the cluster). done: nothing matching is left.
+CREATE OR REPLACE FUNCTION pgretention._delete_batch(p_rel regclass, p_cond text, p_batch int,
+                                                     OUT rows bigint, OUT done boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pgretention._is_distributed(p_rel) THEN
+        EXECUTE format('DELETE FROM %s t WHERE %s', p_rel, p_cond);
+        GET DIAGNOSTICS rows = ROW_COUNT;
+        done := true;
+    ELSE
+        EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE %s LIMIT %s))',
+                       p_rel, p_rel, p_cond, p_batch);
+        GET DIAGNOSTICS rows = ROW_COUNT;
+        done := rows < p_batch;
+    END IF;
+END
+$$;

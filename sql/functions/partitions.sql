@@ -70,11 +70,12 @@ AS $$
     SELECT l.leaf, l.leaf_schema, l.leaf_name, l.range_from, l.range_to,
            greatest(k.reltuples, 0)::bigint, pg_total_relation_size(l.leaf)
     FROM pgretention.retention_class c
+    CROSS JOIN LATERAL (SELECT pgretention._leaf_drop_after(p_table_id, p_class) AS drop_after) a
     CROSS JOIN LATERAL pgretention._leaves(c.table_id, c.class_name) l
     JOIN pg_class k ON k.oid = l.leaf
     WHERE c.table_id = p_table_id AND c.class_name = p_class AND pgretention._owns_leaves(p_table_id, p_class)
       AND NOT l.is_default AND l.upper_abs IS NOT NULL
-      AND l.upper_abs <= p_now - pgretention._leaf_drop_after(p_table_id, p_class)
+      AND l.upper_abs <= p_now - a.drop_after
       -- a table or class hold keeps the whole partition (time-first layout: a hold of any class)
       AND NOT EXISTS (SELECT FROM pgretention.retention_class h
                       WHERE h.table_id = p_table_id
@@ -407,7 +408,7 @@ DECLARE
     t pgretention.managed_table;
     v_default regclass;
     v_n bigint;
-    v_done boolean := false;
+    v_done boolean;
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
     SELECT l.leaf INTO v_default FROM pgretention._leaves(p_table_id, p_class) l WHERE l.is_default;
@@ -416,19 +417,9 @@ BEGIN
     END IF;
     PERFORM pgretention._set_lock_timeout();
     BEGIN
-        IF pgretention._is_distributed(v_default) THEN
-            -- Citus: one statement, run on the shards in parallel (row addresses are per shard)
-            EXECUTE format('DELETE FROM %s t WHERE (%s) AND NOT %s', v_default,
-                           pgretention._default_expired_cond(p_table_id, p_class, p_now),
-                           pgretention._hold_predicate(t.table_schema, t.table_name, p_now));
-            GET DIAGNOSTICS v_n = ROW_COUNT;
-            v_done := true;
-        ELSE
-            EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE (%s) AND NOT %s LIMIT %s))',
-                           v_default, v_default, pgretention._default_expired_cond(p_table_id, p_class, p_now),
-                           pgretention._hold_predicate(t.table_schema, t.table_name, p_now), p_batch);
-            GET DIAGNOSTICS v_n = ROW_COUNT;
-        END IF;
+        SELECT b.rows, b.done INTO v_n, v_done FROM pgretention._delete_batch(v_default,
+            format('(%s) AND NOT %s', pgretention._default_expired_cond(p_table_id, p_class, p_now),
+                   pgretention._hold_predicate(t.table_schema, t.table_name, p_now)), p_batch) b;
     EXCEPTION WHEN lock_not_available THEN
         RAISE NOTICE 'pgretention: % busy; expired rows left for the next run', v_default;
         RETURN 0;
@@ -437,7 +428,7 @@ BEGIN
         PERFORM pgretention._audit('default.purge', format('%I.%I', t.table_schema, t.table_name),
             jsonb_build_object('class', p_class, 'partition', v_default::text, 'rows', v_n));
     END IF;
-    RETURN CASE WHEN v_done THEN least(v_n, p_batch - 1) ELSE v_n END;
+    RETURN CASE WHEN v_done THEN least(v_n, p_batch - 1) ELSE v_n END;  -- the caller stops below p_batch
 END
 $$;
 
@@ -523,8 +514,8 @@ DECLARE
     l record;
     v_cond text := pgretention._class_cond(p_table_id, p_class);
     v_hold text;
-    v_dist boolean := pgretention._is_distributed(p_leaf);
     v_n bigint;
+    v_done boolean;
     v_left boolean := false;
 BEGIN
     SELECT * INTO t FROM pgretention.managed_table WHERE id = p_table_id;
@@ -536,24 +527,17 @@ BEGIN
     PERFORM pgretention._rollup_leaf(p_table_id, p_class, p_leaf, l.range_from, l.range_to);  -- once
     PERFORM pgretention._set_lock_timeout();
     BEGIN
-        IF v_dist THEN
-            EXECUTE format('DELETE FROM %s t WHERE %s AND NOT %s', p_leaf, v_cond, v_hold);
-        ELSE
-            EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE %s AND NOT %s LIMIT %s))',
-                           p_leaf, p_leaf, v_cond, v_hold, p_batch);
-        END IF;
-        GET DIAGNOSTICS v_n = ROW_COUNT;
+        SELECT b.rows, b.done INTO v_n, v_done
+        FROM pgretention._delete_batch(p_leaf, format('%s AND NOT %s', v_cond, v_hold), p_batch) b;
     EXCEPTION WHEN lock_not_available THEN
         RETURN -1;
     END;
-    IF v_dist OR v_n < p_batch THEN
-        IF v_hold <> 'false' THEN
-            EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE %s AND %s)', p_leaf, v_cond, v_hold) INTO v_left;
-        END IF;
+    IF v_done AND v_hold <> 'false' THEN
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE %s AND %s)', p_leaf, v_cond, v_hold) INTO v_left;
     END IF;
     INSERT INTO pgretention.class_purge AS p (table_id, class_name, range_from, partition_schema, partition_name,
                                              rows_deleted, done)
-    VALUES (p_table_id, p_class, l.range_from, l.leaf_schema, l.leaf_name, v_n, (v_dist OR v_n < p_batch) AND NOT v_left)
+    VALUES (p_table_id, p_class, l.range_from, l.leaf_schema, l.leaf_name, v_n, v_done AND NOT v_left)
     ON CONFLICT (table_id, class_name, range_from) DO UPDATE
         SET rows_deleted = p.rows_deleted + excluded.rows_deleted, done = excluded.done,
             partition_schema = excluded.partition_schema, partition_name = excluded.partition_name,
@@ -563,6 +547,6 @@ BEGIN
             jsonb_build_object('class', p_class, 'partition', l.leaf_name, 'from', l.range_from, 'to', l.range_to,
                                'rows', v_n));
     END IF;
-    RETURN CASE WHEN v_dist THEN least(v_n, p_batch - 1) ELSE v_n END;
+    RETURN CASE WHEN v_done THEN least(v_n, p_batch - 1) ELSE v_n END;  -- the caller stops below p_batch
 END
 $$;

@@ -19,30 +19,72 @@ BEGIN
 END
 $$;
 
+-- A job_run row for a run of either engine (partition run, entity run): the runner and the
+-- reference time checked, runs that died (killed backend, server crash) closed as failed unless
+-- the caller is nested in a run that holds the lock (its own run is still running).
+CREATE OR REPLACE FUNCTION pgretention._job_begin(p_runner text, p_now timestamptz, p_summary jsonb,
+                                                  p_close_dead boolean)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    PERFORM pgretention._check_reference_time(p_now);
+    IF p_close_dead THEN
+        UPDATE pgretention.job_run SET status = 'failed', finished_at = clock_timestamp(),
+            message = 'interrupted: the runner ended before finishing'
+        WHERE status = 'running';
+    END IF;
+    INSERT INTO pgretention.job_run (runner, reference_time, summary)
+    VALUES (p_runner, p_now, p_summary)
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgretention._check_runner(p_runner text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_runner NOT IN ('sql', 'cli', 'cron', 'test', 'bench') THEN
+        RAISE EXCEPTION 'unknown runner %', quote_literal(p_runner) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- Close a job_run row; audited (as p_action) when it failed or did something.
+CREATE OR REPLACE FUNCTION pgretention._job_end(p_run_id bigint, p_summary jsonb, p_status text, p_message text,
+                                                p_action text, p_did_work boolean)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE pgretention.job_run SET finished_at = clock_timestamp(), summary = summary || p_summary,
+        status = p_status, message = p_message
+    WHERE id = p_run_id;
+    IF p_status <> 'ok' OR p_did_work THEN
+        PERFORM pgretention._audit(p_action, NULL, p_summary || jsonb_build_object('run_id', p_run_id), p_status);
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pgretention._run_begin(p_runner text, p_now timestamptz, p_table text)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_id bigint;
 BEGIN
-    IF p_runner NOT IN ('sql', 'cli', 'cron', 'test', 'bench') THEN
-        RAISE EXCEPTION 'unknown runner %', quote_literal(p_runner) USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM pgretention._check_runner(p_runner);
     IF p_table IS NOT NULL THEN
         PERFORM pgretention._managed(p_table);
     END IF;
-    PERFORM pgretention._check_reference_time(p_now);
-    -- runs that died (killed backend, server crash) are closed as failed
-    UPDATE pgretention.job_run SET status = 'failed', finished_at = clock_timestamp(),
-        message = 'interrupted: the runner ended before finishing'
-    WHERE status = 'running';
-    INSERT INTO pgretention.job_run (runner, reference_time, summary)
-    VALUES (p_runner, p_now, jsonb_build_object('table', p_table))
-    RETURNING id INTO v_id;
-    RETURN v_id;
+    RETURN pgretention._job_begin(p_runner, p_now, jsonb_build_object('table', p_table), true);
 END
 $$;
 
@@ -53,15 +95,11 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE pgretention.job_run SET finished_at = clock_timestamp(), summary = summary || p_summary,
-        status = p_status, message = p_message
-    WHERE id = p_run_id;
+    PERFORM pgretention._job_end(p_run_id, p_summary, p_status, p_message, 'run',
+        (p_summary -> 'totals' ->> 'partitions_dropped')::int > 0
+        OR (p_summary -> 'totals' ->> 'rows_deleted')::bigint > 0);
     DELETE FROM pgretention.job_run
     WHERE started_at < now() - pgretention._setting_value('job_history_keep')::interval;
-    IF p_status <> 'ok' OR (p_summary -> 'totals' ->> 'partitions_dropped')::int > 0
-       OR (p_summary -> 'totals' ->> 'rows_deleted')::bigint > 0 THEN
-        PERFORM pgretention._audit('run', NULL, p_summary || jsonb_build_object('run_id', p_run_id), p_status);
-    END IF;
 END
 $$;
 

@@ -331,7 +331,7 @@ BEGIN
     v_id := pgretention._register_table(v_name.schema_name, v_name.table_name, p_time_column, p_interval,
         p_classes, p_class_column, p_default_class, p_premake, p_time_zone, p_min_drop_after, p_max_drop_after,
         p_on_expiry, p_archive_schema, p_null_time);
-    UPDATE pgretention.managed_table SET layout = v_layout, distribution_column = p_distribute_by WHERE id = v_id;
+    UPDATE pgretention.managed_table SET layout = v_layout WHERE id = v_id;
     IF p_distribute_by IS NOT NULL THEN
         IF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = v_qual::regclass AND a.attname = p_distribute_by
                        AND a.attnum > 0 AND NOT a.attisdropped) THEN
@@ -409,7 +409,6 @@ BEGIN
     ELSE
         PERFORM pgretention._setup_classes(v_id, p_classes, coalesce(p_start, now()));
     END IF;
-    UPDATE pgretention.managed_table SET distribution_column = pgretention._distribution_column(v_rel) WHERE id = v_id;
     PERFORM pgretention._audit('table.manage', v_pm_parent, jsonb_build_object('classes', p_classes, 'interval', p_interval));
     RETURN v_id;
 END
