@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.harness import Server, start_server
+from tests.fix_db import Server, start_server
 
 _server: Server | None = None
 ROOT = Path(__file__).resolve().parent.parent

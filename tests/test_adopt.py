@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.catalog import diff, snapshot
+from tests.fix_catalog import diff, snapshot
 from tests.conftest import DB
 
 UTC = timezone.utc

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.catalog import diff, snapshot
+from tests.fix_catalog import diff, snapshot
 from tests.conftest import DB
-from tests.harness import Server
+from tests.fix_db import Server
 
 # what str.splitlines() treats as line boundaries, and what argv cannot carry
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"

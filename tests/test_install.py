@@ -7,7 +7,7 @@ import pytest
 
 from pgretention import installer
 from pgretention.errors import MissingExtension, NotInstalled
-from tests.catalog import diff, snapshot
+from tests.fix_catalog import diff, snapshot
 from tests.conftest import DB
 
 LIVED_IN = """

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.catalog import diff, snapshot
+from tests.fix_catalog import diff, snapshot
 from tests.conftest import DB
 
 UTC = timezone.utc
