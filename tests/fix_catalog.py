@@ -1,4 +1,4 @@
-"""A comparable snapshot of what a database holds (for install/uninstall/upgrade diffs)."""
+"""A comparable snapshot of what a database holds: install, uninstall and upgrade diffs, and proof that refused input changed nothing."""
 
 from __future__ import annotations
 

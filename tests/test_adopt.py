@@ -12,15 +12,9 @@ import psycopg
 import pytest
 
 from tests.fix_catalog import diff, snapshot
-from tests.conftest import DB
+from tests.fix_db import DB, run
 
 UTC = timezone.utc
-
-
-@pytest.fixture
-def engine(installed: DB) -> DB:
-    installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
-    return installed
 
 
 class Writers:
@@ -63,14 +57,6 @@ class Writers:
     @property
     def inserted(self) -> int:
         return sum(self.ok)
-
-
-def run(db: DB, at: datetime) -> dict[str, Any]:
-    with db.connect() as conn:
-        conn.execute("CALL pgretention.run(p_now => %s, p_runner => 'test')", [at])
-        row = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
-    assert row is not None
-    return {"status": row[0], **row[1]}
 
 
 def audit(db: DB, action: str) -> list[tuple[Any, ...]]:

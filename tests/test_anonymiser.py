@@ -12,7 +12,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.fix_catalog import diff, snapshot
-from tests.conftest import DB
+from tests.fix_db import DB
 
 UTC = timezone.utc
 COLUMNS = ("id bigint, started_at timestamptz NOT NULL, caller text, callee text, email text, cell_ip inet,"

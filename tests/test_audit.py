@@ -10,17 +10,11 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
+from tests.fix_db import DB
 
 UTC = timezone.utc
 CDR_COLUMNS = "id bigint, region text, started_at timestamptz, caller text"
 DELETE = "DELETE FROM pgretention.audit_log WHERE id = %s"
-
-
-@pytest.fixture
-def engine(installed: DB) -> DB:
-    installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
-    return installed
 
 
 def audit_since(db: DB, after_id: int) -> list[tuple[str, str | None, dict[str, Any], str]]:

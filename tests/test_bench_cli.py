@@ -7,7 +7,7 @@ import sys
 
 from benchmarks.__main__ import BENCHMARKS, OPT_IN, parse_args
 from pgretention import bench_cli
-from tests.conftest import ROOT
+from tests.fix_db import ROOT
 
 
 def test_bench_finds_the_checkout_and_passes_options() -> None:

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
-from tests.test_partition_engine import run, simulate_800_days
+from tests.fix_cdr import simulate_800_days
+from tests.fix_db import DB, run
 
 UTC = timezone.utc
 CITUS_DSN = os.environ.get("PGRETENTION_CITUS_DSN", "")

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgretention.cluster import free_port
-from tests.conftest import DB, ROOT
+from tests.fix_db import DB, ROOT
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -25,8 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.fix_catalog import diff, snapshot
-from tests.conftest import DB
-from tests.fix_db import Server
+from tests.fix_db import DB, Server
 
 # what str.splitlines() treats as line boundaries, and what argv cannot carry
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"

@@ -20,38 +20,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB, ROOT
+from tests.fix_cdr import daily_cdr, expired_partitions
+from tests.fix_db import DB, ROOT, last_run
 
 UTC = timezone.utc
-DAY = 86400.0
-
-
-def _cdr(db: DB, *, days: int, rows_per_day: int, drop_after: str = "10 days") -> datetime:
-    """A managed CDR table with ``days`` days of calls up to now, one partition a day; returns now."""
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
-    at: datetime = db.one("SELECT date_trunc('second', now())")
-    db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text,"
-               " callee text, duration int', 'started_at', '1 day', %s, p_start => %s::timestamptz - make_interval(days => %s))",
-               [Jsonb({"all": {"drop_after": drop_after}}), at, days + 1])
-    db.execute("INSERT INTO cdr SELECT g, %s::timestamptz - make_interval(days => %s) + g * make_interval(secs => %s),"
-               " '+3162' || g, '+3163' || g, g %% 600 FROM generate_series(1, %s) g",
-               [at, days, DAY / rows_per_day, days * rows_per_day - 1])
-    db.execute("ANALYZE cdr")
-    return at
-
-
-def _expired(db: DB, at: datetime) -> dict[str, int]:
-    """Partitions a run at ``at`` drops, with their exact row counts."""
-    leaves = [r[0] for r in db.all("SELECT leaf_name FROM pgretention._expired_leaves(1, 'all', %s)", [at])]
-    counts = dict(db.all("SELECT tableoid::regclass::text, count(*) FROM cdr GROUP BY 1"))
-    return {leaf: counts.get(leaf, 0) for leaf in leaves}
-
-
-def _last_run(db: DB) -> tuple[str, dict[str, Any]]:
-    row = db.all("SELECT status, summary FROM pgretention.job_run WHERE summary ? 'totals' ORDER BY id DESC LIMIT 1")[0]
-    return row[0], row[1]
-
-
 # -- a. purge while two writers COPY into the current partitions --------------------------------------
 class CopyWriter:
     """COPY batches of rows into the current day's partitions, one short transaction each, until stopped."""
@@ -88,9 +60,9 @@ class CopyWriter:
 
 def test_purge_during_heavy_copy_ingest(installed: DB) -> None:
     db = installed
-    at = _cdr(db, days=60, rows_per_day=1000)
+    at = daily_cdr(db, days=60, rows_per_day=1000)
     total = db.one("SELECT count(*) FROM cdr")
-    expired = _expired(db, at)
+    expired = expired_partitions(db, at)
     assert len(expired) >= 48
     writers = [CopyWriter(db, n, at) for n in range(2)]
     for w in writers:
@@ -105,7 +77,7 @@ def test_purge_during_heavy_copy_ingest(installed: DB) -> None:
         w.stop.set()
     for w in writers:
         w.thread.join(30)
-    status, summary = _last_run(db)
+    status, summary = last_run(db)
     worst = max(max(w.latencies) for w in writers)
     written = sum(w.written for w in writers)
     attempts = db.one("SELECT sum(lock_attempts) FROM pgretention.partition_op")
@@ -135,7 +107,7 @@ RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, p
 
 def test_erasure_during_a_purge(installed: DB) -> None:
     db = installed
-    at = _cdr(db, days=40, rows_per_day=2000)
+    at = daily_cdr(db, days=40, rows_per_day=2000)
     # the subject calls in every fifth record; another subject, under a disclosure order, once, long ago
     db.execute("UPDATE cdr SET caller = %s WHERE id %% 5 = 0", [SUBJECT])
     db.execute("UPDATE cdr SET callee = %s WHERE id = 17", [HELD_SUBJECT])
@@ -144,7 +116,7 @@ def test_erasure_during_a_purge(installed: DB) -> None:
     db.execute("SELECT pgretention.hold_set('disclosure order', 'ORDER-1', 'phone', %s)", [HELD_SUBJECT])
     hold_from = at - timedelta(hours=2)
     db.execute("SELECT pgretention.hold_set('regulator audit', 'REG-2', p_table => 'public.cdr', p_from => %s)", [hold_from])
-    expired = _expired(db, at)
+    expired = expired_partitions(db, at)
     assert len(expired) >= 28
     bound = db.one("SELECT max(range_to)::timestamptz FROM pgretention._expired_leaves(1, 'all', %s)", [at])
     kept_total = db.one("SELECT count(*) FROM cdr WHERE started_at >= %s", [bound])
@@ -194,7 +166,7 @@ def test_erasure_during_a_purge(installed: DB) -> None:
     assert "error" not in erasure, erasure.get("error")
     assert erasure["result"]["status"] == "partially_fulfilled"
     assert erasure["result"]["held_rows"] == held
-    status, summary = _last_run(db)
+    status, summary = last_run(db)
     assert status == "ok", summary
     assert summary["totals"]["partitions_dropped"] == len(expired)
     # exact: expired partitions gone, the subject's other rows erased, held rows kept
@@ -217,8 +189,8 @@ def test_erasure_during_a_purge(installed: DB) -> None:
 def test_cli_run_and_cron_statement_at_once(installed: DB) -> None:
     """test_partition_engine covers two SQL runners; here the console script meets the cron job's CALL."""
     db = installed
-    at = _cdr(db, days=20, rows_per_day=200, drop_after="2 days")
-    expired = _expired(db, at)
+    at = daily_cdr(db, days=20, rows_per_day=200, drop_after="2 days")
+    expired = expired_partitions(db, at)
     assert len(expired) >= 16
     total = db.one("SELECT count(*) FROM cdr")
     cron_error: list[BaseException] = []
@@ -268,7 +240,7 @@ def test_cli_run_and_cron_statement_at_once(installed: DB) -> None:
 # -- d. the anonymiser meets an application transaction on the partition it rewrites ------------------
 def test_anonymiser_retries_a_partition_busy_with_a_late_write(installed: DB) -> None:
     db = installed
-    at = _cdr(db, days=40, rows_per_day=100, drop_after="400 days")
+    at = daily_cdr(db, days=40, rows_per_day=100, drop_after="400 days")
     db.execute("SELECT pgretention.set_class('public.cdr', 'all', '400 days', '30 days')")
     db.execute("UPDATE cdr SET caller = 'secret ' || id")
     for col, method in (("caller", "redact"), ("callee", "e164_prefix"), ("id", "keep"), ("duration", "keep")):

@@ -14,87 +14,17 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
+from tests.fix_crash import Victim, durable_commits, immediate_stop_during, needs_local_cluster
+from tests.fix_db import DB
 
 UTC = timezone.utc
-
-
-class Victim:
-    """A statement running in its own session, in a thread, whose backend can be killed."""
-
-    def __init__(self, db: DB, statement: str, params: list[Any] | None = None) -> None:
-        self.db, self.statement, self.params = db, statement, params
-        self.pid: int | None = None
-        self.error: BaseException | None = None
-        self.finished = False
-        self.started = threading.Event()
-        self.thread = threading.Thread(target=self._work, daemon=True)
-
-    def _work(self) -> None:
-        try:
-            with self.db.connect() as conn:
-                self.pid = conn.info.backend_pid
-                self.started.set()
-                conn.execute(self.statement, self.params)
-                self.finished = True
-        except psycopg.Error as exc:
-            self.error = exc
-        finally:
-            self.started.set()
-
-    def start(self) -> Victim:
-        self.thread.start()
-        assert self.started.wait(30)
-        return self
-
-    def kill_after(self, delay: float) -> bool:
-        """Terminate the backend after ``delay`` seconds; True when it was still working."""
-        time.sleep(delay)
-        killed = False
-        if self.pid is not None and not self.finished:
-            killed = bool(self.db.one("SELECT pg_terminate_backend(%s)", [self.pid]))
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-        return killed and not self.finished
-
-
-def _immediate_stop_during(db: DB, victim: Victim, ready: Callable[[], bool], extra: float) -> None:
-    """Stop the server at once while ``victim`` works (after ``ready()`` holds, plus ``extra`` s)."""
-    cluster = db.server.cluster
-    assert cluster is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not victim.finished and not ready():
-        time.sleep(0.01)
-    time.sleep(extra)
-    assert not victim.finished, "the operation ended before the server was stopped"
-    cluster.restart(mode="immediate")
-    victim.thread.join(60)
-    assert not victim.thread.is_alive() and victim.error is not None
-
-
-def _needs_local_cluster(db: DB) -> None:
-    if db.server.cluster is None:
-        pytest.skip("needs the local throwaway cluster to stop it")
-
-
-def _durable_commits(db: DB) -> None:
-    """Commits of this database survive the crash from now on, the ones made so far included.
-
-    The throwaway cluster runs with ``synchronous_commit = off`` for speed: an immediate stop may
-    then lose the last commits (a consistent prefix survives), which would make the expected counts
-    of a test depend on timing. Production servers commit synchronously; so do these sessions.
-    """
-    db.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(sql.Identifier(db.name)))
-    db.execute("CHECKPOINT")
 
 
 # -- a. anonymiser: rewrite-and-swap of every partition past anonymise_after --------------------------
@@ -294,11 +224,11 @@ def test_entity_run_killed_at_random_points_30_trials(installed: DB, seed: int) 
 
 
 def test_entity_run_survives_an_immediate_server_stop(installed: DB) -> None:
-    _needs_local_cluster(installed)
+    needs_local_cluster(installed)
     fx = _entity_fixture(installed)
-    _durable_commits(installed)
+    durable_commits(installed)
     victim = Victim(installed, "CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [ENTITY_AT]).start()
-    _immediate_stop_during(installed, victim, lambda: (installed.one(
+    immediate_stop_during(installed, victim, lambda: (installed.one(
         "SELECT count(*) FROM pgretention.audit_log WHERE action = 'entity.delete'") or 0) >= 3, 0.1)
     assert installed.one("SELECT count(*) FROM pgretention.job_run WHERE status = 'running'") == 1
     _check_entities(installed, fx, killed=True)
@@ -418,13 +348,13 @@ def test_adoption_killed_at_random_points_30_trials(installed: DB, seed: int) ->
 
 
 def test_adoption_survives_an_immediate_server_stop(installed: DB) -> None:
-    _needs_local_cluster(installed)
+    needs_local_cluster(installed)
     _adopt_fixture(installed)
-    _durable_commits(installed)
+    durable_commits(installed)
     victim = Victim(installed, "CALL pgretention.adopt('public.calls', 'started_at', '5 years', p_key => 'local')").start()
     # stop once the CHECK constraint is committed: during the validation or the swap (pg_partman's
     # part of it takes most of the adoption's time)
-    _immediate_stop_during(installed, victim, lambda: installed.one(
+    immediate_stop_during(installed, victim, lambda: installed.one(
         "SELECT count(*) FROM pgretention.adoption WHERE state IN ('prepared', 'validated')") == 1, 0.0)
     print("adoption state at the stop:", _resume_adoption(installed))
     _check_adopted(installed, ADOPT_ROWS)

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from pgretention import installer
-from tests.conftest import DB
+from tests.fix_db import DB
 
 UTC = timezone.utc
 

@@ -14,7 +14,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from pgretention import installer
-from tests.conftest import DB
+from tests.fix_db import DB, run_entities
 
 UTC = timezone.utc
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
@@ -25,14 +25,6 @@ def ref(installed: DB) -> DB:
     installer.install(installed.dsn, with_cron=False, reference_schema=True)
     installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
     return installed
-
-
-def run_entities(db: DB, at: datetime, rule: str | None = None) -> dict[str, Any]:
-    with db.connect() as conn:
-        conn.execute("CALL pgretention.run_entities(p_now => %s, p_rule => %s, p_runner => 'test')", [at, rule])
-        row = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
-    assert row is not None
-    return {"status": row[0], **row[1]}
 
 
 def account(db: DB, *, created: datetime, kind: str = "normal", parent: int | None = None,

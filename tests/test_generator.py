@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pgretention import generator as g
-from tests.conftest import DB
+from tests.fix_db import DB
 
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)
 PER_DAY = 30_000

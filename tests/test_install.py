@@ -8,7 +8,7 @@ import pytest
 from pgretention import installer
 from pgretention.errors import MissingExtension, NotInstalled
 from tests.fix_catalog import diff, snapshot
-from tests.conftest import DB
+from tests.fix_db import DB
 
 LIVED_IN = """
 CREATE TABLE public.customers (id bigint PRIMARY KEY, name text NOT NULL);

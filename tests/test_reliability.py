@@ -6,7 +6,6 @@ The crash trials run 3 times in the default suite and 30 times with ``-m slow`` 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -14,7 +13,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
+from tests.fix_crash import Victim
+from tests.fix_db import DB
 
 UTC = timezone.utc
 
@@ -55,24 +55,7 @@ def _check_after_recovery(db: DB, total: int) -> None:
 
 def _crash_purge_trial(db: DB, seed: int) -> None:
     total = _purge_fixture(db)
-    rng = random.Random(seed)
-    pid: list[int] = []
-
-    def runner() -> None:
-        with db.connect() as conn:
-            pid.append(conn.info.backend_pid)
-            try:
-                conn.execute("CALL pgretention.run()")
-            except psycopg.Error:
-                pass
-
-    th = threading.Thread(target=runner)
-    th.start()
-    while not pid:
-        time.sleep(0.001)
-    time.sleep(rng.uniform(0.0, 0.6))
-    db.execute("SELECT pg_terminate_backend(%s)", [pid[0]])
-    th.join()
+    Victim(db, "CALL pgretention.run()").start().kill_after(random.Random(seed).uniform(0.0, 0.6))
     _check_after_recovery(db, total)
 
 
@@ -92,19 +75,10 @@ def test_purge_survives_an_immediate_server_stop(installed: DB) -> None:
     if cluster is None:
         pytest.skip("needs the local throwaway cluster to stop it")
     total = _purge_fixture(installed)
-
-    def runner() -> None:
-        try:
-            with installed.connect() as conn:
-                conn.execute("CALL pgretention.run()")
-        except psycopg.Error:
-            pass
-
-    th = threading.Thread(target=runner)
-    th.start()
+    victim = Victim(installed, "CALL pgretention.run()").start()
     time.sleep(0.25)
     cluster.restart(mode="immediate")
-    th.join()
+    victim.join()
     _check_after_recovery(installed, total)
     assert installed.one("SELECT count(*) FROM pgretention.job_run WHERE status = 'failed'"
                          " AND message LIKE 'interrupted%%'") <= 1
@@ -174,23 +148,7 @@ def _crash_erasure_trial(db: DB, seed: int) -> None:
     held = db.one("SELECT count(*) FROM cdr WHERE '+31611111111' IN (caller, callee) AND started_at >= now() - interval '2 hours'")
     total = db.one("SELECT count(*) FROM cdr WHERE '+31611111111' IN (caller, callee)")
     rid = db.one("SELECT pgretention.request_create('erasure', '{\"phone\": [\"+31611111111\"]}')")
-    pid: list[int] = []
-
-    def eraser() -> None:
-        with db.connect() as conn:
-            pid.append(conn.info.backend_pid)
-            try:
-                conn.execute("SELECT pgretention.request_fulfil(%s)", [rid])
-            except psycopg.Error:
-                pass
-
-    th = threading.Thread(target=eraser)
-    th.start()
-    while not pid:
-        time.sleep(0.001)
-    time.sleep(random.Random(seed).uniform(0.0, 0.3))
-    db.execute("SELECT pg_terminate_backend(%s)", [pid[0]])
-    th.join()
+    Victim(db, "SELECT pgretention.request_fulfil(%s)", [rid]).start().kill_after(random.Random(seed).uniform(0.0, 0.3))
     status = db.one("SELECT status FROM pgretention.subject_request WHERE id = %s", [rid])
     left = db.one("SELECT count(*) FROM cdr WHERE '+31611111111' IN (caller, callee)")
     assert (status, left) in (("open", total), ("partially_fulfilled", held))

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from pgretention import installer, schedule
-from tests.conftest import DB, ROOT
+from tests.fix_db import DB, ROOT
 
 UTC = timezone.utc
 OUT = ROOT / "test-output"

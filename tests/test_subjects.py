@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.fix_catalog import diff, snapshot
-from tests.conftest import DB
+from tests.fix_db import DB
 
 UTC = timezone.utc
 ALICE = "+31612345678"

@@ -11,8 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.fix_catalog import diff, snapshot
-from tests.conftest import DB
-from tests.test_partition_engine import run
+from tests.fix_db import DB, run
 
 UTC = timezone.utc
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -21,10 +20,9 @@ CLASSES = {"eu": {"drop_after": "10 days", "anonymise_after": "3 days", "members
 
 
 @pytest.fixture
-def shared(installed: DB) -> DB:
+def shared(engine: DB) -> DB:
     """cdr with eu (10 days) and intl (30 days) in shared daily partitions; 40 days x 96 rows."""
-    db = installed
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    db = engine
     db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, region text, started_at timestamptz,"
                " caller text', 'started_at', '1 day', %s, p_class_column => 'region', p_default_class => 'intl',"
                " p_layout => 'time', p_start => %s)", [Jsonb(CLASSES), NOW - timedelta(days=41)])

@@ -11,7 +11,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from pgretention import generator as g
-from tests.conftest import DB
+from tests.fix_db import DB
 
 CLASSES = ('{"eu": {"drop_after": "6 months", "members": ["NL", "DE"]},'
            ' "intl": {"drop_after": "24 months"}}')
