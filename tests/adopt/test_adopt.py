@@ -458,3 +458,17 @@ def test_cli_refusal_is_one_line(engine: DB) -> None:
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("pgretention: error: ") and "is not a time column" in lines[0]
     assert relkind(engine, "public.t") == "r"
+
+
+def test_refused_adoption_of_future_dated_rows_exits_with_invalid_input(installed: DB) -> None:
+    installed.execute("CREATE TABLE public.future (id int, t timestamptz NOT NULL);"
+                      " INSERT INTO public.future VALUES (1, now() + interval '1 year')")
+    with installed.connect() as conn:
+        before = snapshot(conn)
+    res = installed.cli("adopt", "--time-column=t", "--drop-after=1 year", "--", "public.future")
+    assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert "rows dated at or after the cut-over" in res.stderr and "nothing changed" in res.stderr
+    with installed.connect() as conn:
+        assert diff(before, snapshot(conn)) == {}
+    assert installed.one("SELECT state FROM pgretention.adoption") == "cancelled"
+    assert res.returncode == 6, (res.returncode, res.stderr)  # docs/install.md: 6 = invalid input, nothing changed

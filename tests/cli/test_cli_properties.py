@@ -270,17 +270,3 @@ def test_argument_that_is_not_utf8_gives_a_one_line_error(cli_db: DB, checker: p
     assert res.returncode == 6, res.stderr
     assert "Traceback" not in res.stderr, res.stderr
     assert res.stderr.startswith("pgretention: error: ") and res.stderr.count("\n") == 1, res.stderr
-
-
-def test_refused_adoption_of_future_dated_rows_exits_with_invalid_input(installed: DB) -> None:
-    installed.execute("CREATE TABLE public.future (id int, t timestamptz NOT NULL);"
-                      " INSERT INTO public.future VALUES (1, now() + interval '1 year')")
-    with installed.connect() as conn:
-        before = snapshot(conn)
-    res = installed.cli("adopt", "--time-column=t", "--drop-after=1 year", "--", "public.future")
-    assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
-    assert "rows dated at or after the cut-over" in res.stderr and "nothing changed" in res.stderr
-    with installed.connect() as conn:
-        assert diff(before, snapshot(conn)) == {}
-    assert installed.one("SELECT state FROM pgretention.adoption") == "cancelled"
-    assert res.returncode == 6, (res.returncode, res.stderr)  # docs/install.md: 6 = invalid input, nothing changed

@@ -1,4 +1,5 @@
-"""Connection errors are one line with an exit code; each role can do its job and no more."""
+"""Connection errors are one line with an exit code; each role can do its job and no more; an
+unprivileged role's search_path never reaches into pgretention's code."""
 
 from __future__ import annotations
 
@@ -118,3 +119,37 @@ def test_roles(installed: DB) -> None:
         assert installed.one("SELECT count(*) FROM pgretention.audit_log WHERE session_role = 'alice'") == 2
     finally:
         installed.execute("DROP OWNED BY alice, bob, carol; DROP ROLE alice, bob, carol")
+
+
+def test_search_path_attack_by_unprivileged_role(installed: DB) -> None:
+    """Look-alike functions and tables in the attacker's schema never run inside pgretention code."""
+    db = installed
+    db.execute("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mallory') THEN"
+               " CREATE ROLE mallory LOGIN; END IF; END$$;"
+               "CREATE SCHEMA evil AUTHORIZATION mallory; GRANT pgretention_operator TO mallory;"
+               "CREATE TABLE public.loot (what text); GRANT INSERT ON public.loot TO mallory")
+    try:
+        db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz', 'started_at',"
+                   " '1 day', '{\"all\": {\"drop_after\": \"1 day\"}}', p_start => now() - interval '5 days')")
+        with psycopg.connect(db.dsn_as("mallory"), autocommit=True) as m:
+            for name, args, ret in [("format", "text, VARIADIC text[]", "text"), ("now", "", "timestamptz"),
+                                    ("set_config", "text, text, boolean", "text"), ("hashtext", "text", "int"),
+                                    ("quote_ident", "text", "text"), ("to_regclass", "text", "regclass")]:
+                m.execute(f"CREATE FUNCTION evil.{name}({args}) RETURNS {ret} LANGUAGE plpgsql AS"  # noqa: S608 - fixed names
+                          " $f$BEGIN INSERT INTO public.loot VALUES ('hijacked'); RETURN NULL; END$f$")
+            m.execute("CREATE TABLE evil.managed_table (id int); CREATE TABLE evil.setting (name text, value text)")
+            m.execute("SET search_path = evil, public, pg_catalog")
+            m.execute("CALL pgretention.run()")
+            m.execute("SELECT * FROM pgretention.status()")
+            m.execute("SELECT * FROM pgretention.plan()")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                m.execute("SELECT pgretention.set_setting('lock_timeout', '1h')")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                m.execute("UPDATE pgretention.audit_log SET outcome = 'x'")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                m.execute("SELECT key FROM pgretention.anon_key")
+        assert db.one("SELECT count(*) FROM public.loot") == 0
+        assert db.one("SELECT value FROM pgretention.setting WHERE name = 'lock_timeout'") == "20ms"
+        assert db.one("SELECT count(*) FROM pgretention.partition_op WHERE state = 'done'") >= 3
+    finally:
+        db.execute("DROP SCHEMA evil CASCADE; DROP TABLE public.loot; DROP OWNED BY mallory; DROP ROLE mallory")

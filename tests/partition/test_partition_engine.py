@@ -359,3 +359,19 @@ def test_premake_continues_the_partition_grid(engine: DB) -> None:
     covered = engine.one("SELECT count(*) FROM pgretention._leaves(1, 'all') WHERE lower_abs <= %s AND %s < upper_abs",
                          [ref + timedelta(days=3), ref + timedelta(days=3)])
     assert covered == 1
+
+
+def test_clock_moving_backwards_deletes_nothing_early(installed: DB) -> None:
+    """A run at a later reference time, then one at an earlier time: the second removes nothing more."""
+    db = installed
+    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    start = datetime.now(UTC) - timedelta(days=20)
+    db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz', 'started_at',"
+               " '1 day', '{\"all\": {\"drop_after\": \"10 days\"}}', p_start => %s)", [start])
+    db.execute("INSERT INTO cdr SELECT g, %s + g * interval '1 hour' FROM generate_series(1, 480) g", [start])
+    with db.connect() as conn:
+        conn.execute("CALL pgretention.run(%s)", [start + timedelta(days=15)])
+        after_first = db.one("SELECT count(*) FROM cdr")
+        conn.execute("CALL pgretention.run(%s)", [start + timedelta(days=12)])  # the clock went back 3 days
+    assert db.one("SELECT count(*) FROM cdr") == after_first
+    assert db.one("SELECT min(started_at) FROM cdr") >= start + timedelta(days=4)
