@@ -6,7 +6,8 @@ Which PostgreSQL the tests run against, in this order:
 2. testcontainers, when a Docker engine answers (image built from ``docker/Dockerfile``);
 3. a local throwaway cluster started from the distribution's binaries (``pgretention.cluster``).
 
-The server starts once per session (fixture ``server``). Each test gets a database of its own:
+The server (:class:`pgretention.cluster.Server`, shared with the benchmarks) starts once per
+session (fixture ``server``). Each test gets a database of its own:
 ``db`` (empty), ``installed`` (pgretention installed, no pg_cron job) or ``engine`` (installed, and
 reference times in the future allowed, so that a test can simulate the passing of time).
 :func:`run` and :func:`run_entities` call the partition and the entity engine and return what
@@ -18,7 +19,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,57 +26,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from pgretention.cluster import LocalCluster
+from pgretention.cluster import Server
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Server:
-    kind = "external"
-
-    def __init__(self, dsn: str) -> None:
-        self.base_dsn = dsn
-        self.cluster: LocalCluster | None = None
-        self.container: Any = None
-
-    def conninfo(self, dbname: str | None = None, **extra: str) -> str:
-        kw: dict[str, str] = dict(extra)
-        if dbname is not None:
-            kw["dbname"] = dbname
-        return make_conninfo(self.base_dsn, **kw)
-
-    def admin(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.conninfo(), autocommit=True)
-
-    def create_database(self, prefix: str = "t") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with self.admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return name
-
-    def drop_database(self, name: str) -> None:
-        with self.admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-    def versions(self) -> dict[str, str]:
-        out = {}
-        with self.admin() as conn:
-            out["server"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            for name, ver in conn.execute(
-                "SELECT name, default_version FROM pg_available_extensions"
-                " WHERE name IN ('pg_partman', 'pg_cron', 'pgcrypto')"
-            ):
-                out[name] = ver
-        return out
-
-    def stop(self) -> None:
-        if self.cluster is not None:
-            self.cluster.stop()
-        if self.container is not None:
-            self.container.stop()
 
 
 def docker_answers() -> bool:
@@ -125,16 +78,9 @@ def _start_server() -> Server:
         container.start()
         host = container.get_container_host_ip()
         port = container.get_exposed_port(5432)
-        srv = Server(f"host={host} port={port} user=postgres password=pgretention dbname=postgres")
-        srv.kind = "testcontainers"
-        srv.container = container
-        return srv
-    cluster = LocalCluster()
-    cluster.start()
-    srv = Server(cluster.conninfo())
-    srv.kind = "local"
-    srv.cluster = cluster
-    return srv
+        return Server(f"host={host} port={port} user=postgres password=pgretention dbname=postgres",
+                      kind="testcontainers", on_stop=container.stop)
+    return Server.local()
 
 
 # -- the session's server and a database per test ------------------------------------------------
@@ -234,17 +180,18 @@ def _remove_cron_jobs(server: Server, dbname: str) -> None:
 # -- the engines' runs -------------------------------------------------------------------------------
 def run(db: DB, at: datetime, table: str | None = None) -> dict[str, Any]:
     """``CALL pgretention.run()`` at reference time ``at``: the run's status and summary."""
-    with db.connect() as conn:
-        conn.execute("CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'test')", [at, table])
-        row = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
-    assert row is not None
-    return {"status": row[0], **row[1]}
+    return _job(db, "CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'test')", [at, table])
 
 
 def run_entities(db: DB, at: datetime, rule: str | None = None) -> dict[str, Any]:
     """``CALL pgretention.run_entities()`` at reference time ``at``: the run's status and summary."""
+    return _job(db, "CALL pgretention.run_entities(p_now => %s, p_rule => %s, p_runner => 'test')", [at, rule])
+
+
+def _job(db: DB, call: str, params: list[Any]) -> dict[str, Any]:
+    """Run ``call`` and return the job_run it recorded: its status, with its summary's keys."""
     with db.connect() as conn:
-        conn.execute("CALL pgretention.run_entities(p_now => %s, p_rule => %s, p_runner => 'test')", [at, rule])
+        conn.execute(call, params)
         row = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
     assert row is not None
     return {"status": row[0], **row[1]}

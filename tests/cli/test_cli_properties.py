@@ -24,8 +24,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pgretention.cluster import Server
 from tests.fix_catalog import diff, snapshot
-from tests.fix_db import DB, Server
+from tests.fix_db import DB
 
 # what str.splitlines() treats as line boundaries, and what argv cannot carry
 LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -67,7 +68,7 @@ def cli_db(server: Server) -> Iterator[DB]:
     """One database for the module: a managed table, a plain table with a key, no other tables."""
     from pgretention import installer
 
-    name = server.create_database("cliprop")
+    name = server.create_database(prefix="cliprop")
     installer.install(server.conninfo(name), with_cron=False)
     db = DB(server, name)
     db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text',"

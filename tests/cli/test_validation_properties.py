@@ -20,7 +20,7 @@ HOSTILE = st.one_of(
 def conn(server: Any) -> Any:
     from pgretention import installer
 
-    name = server.create_database("prop")
+    name = server.create_database(prefix="prop")
     installer.install(server.conninfo(name), with_cron=False)
     c = psycopg.connect(server.conninfo(name), autocommit=True)
     yield c
