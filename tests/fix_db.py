@@ -32,6 +32,7 @@ from pgretention.cluster import Server
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# -- which server --------------------------------------------------------------------------------------
 def docker_answers() -> bool:
     if os.environ.get("PGRETENTION_NO_DOCKER"):
         return False
@@ -83,7 +84,7 @@ def _start_server() -> Server:
     return Server.local()
 
 
-# -- the session's server and a database per test ------------------------------------------------
+# -- the session's server and a database per test ------------------------------------------------------
 _server: Server | None = None
 
 
@@ -177,7 +178,7 @@ def _remove_cron_jobs(server: Server, dbname: str) -> None:
         pass
 
 
-# -- the engines' runs -------------------------------------------------------------------------------
+# -- the engines' runs ---------------------------------------------------------------------------------
 def run(db: DB, at: datetime, table: str | None = None) -> dict[str, Any]:
     """``CALL pgretention.run()`` at reference time ``at``: the run's status and summary."""
     return _job(db, "CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'test')", [at, table])
