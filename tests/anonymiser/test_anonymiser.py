@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.fix_catalog import diff, snapshot
+from tests.fix_crash import Victim
 from tests.fix_db import DB
 
 UTC = timezone.utc
@@ -167,31 +167,20 @@ def test_killed_backend_during_copy(cdr: DB, how: str) -> None:
     cdr.execute("INSERT INTO cdr SELECT 100000 + g, date_trunc('day', now() - interval '45 days') + (g % 86000) * interval '1 second',"
                 " '+31611111111', '+31622222222', 'x@example.org', '10.0.0.1', 'secret', '{}', 1 FROM generate_series(1, 300000) g")
     total = cdr.one("SELECT count(*) FROM cdr")
-    pid: list[int] = []
-
-    def work() -> None:
-        with cdr.connect() as conn:
-            pid.append(conn.info.backend_pid)
-            try:
-                conn.execute("CALL pgretention.run_anonymiser()")
-            except psycopg.Error:
-                pass
-
-    th = threading.Thread(target=work)
-    th.start()
+    victim = Victim(cdr, "CALL pgretention.run_anonymiser()").start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait until the big partition is being copied
-        if pid and cdr.one("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE '%%run_anonymiser%%'"
-                           " AND state = 'active'", [pid[0]]) and cdr.one("SELECT count(*) FROM pgretention.anon_op") > 0:
+        if cdr.one("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE '%%run_anonymiser%%'"
+                   " AND state = 'active'", [victim.pid]) and cdr.one("SELECT count(*) FROM pgretention.anon_op") > 0:
             break
         time.sleep(0.02)
     time.sleep(0.3)
     if how == "terminate":
-        cdr.execute("SELECT pg_terminate_backend(%s)", [pid[0]])
+        cdr.execute("SELECT pg_terminate_backend(%s)", [victim.pid])
     else:
         assert cdr.server.cluster is not None
         cdr.server.cluster.restart(mode="immediate")
-    th.join()
+    victim.join()
     anonymise(cdr)
     assert cdr.one("SELECT count(*) FROM cdr") == total
     parts, ranges = _range_count(cdr)
