@@ -1,1 +1,1 @@
-"""Benchmarks of the partition retention engine: ``python -m benchmarks`` (see docs/benchmarks.md)."""
+"""Benchmarks of pgretention's engines: ``python -m benchmarks`` (see docs/benchmarks.md)."""

@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: run the partition retention benchmarks and report figures and targets.
+"""``python -m benchmarks``: run the benchmarks of pgretention's engines and report figures and targets.
 
 Results go to ``benchmarks/results/<name>.json`` and ``<name>.png`` (or ``--out``). The default
 scale keeps a whole run within a few minutes on a 2-core machine; ``--scale 1`` is the full size
@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import adopt, anonymise, audit, citus, entity, ingest, purge, scale, size, subjects
-from benchmarks.common import Context, CpuMeter, Result, Server, log
+from benchmarks.harness.meters import CpuMeter
+from benchmarks.harness.results import Result, log
+from benchmarks.harness.server import Context, start_server, stop_server
 
 BENCHMARKS: dict[str, Callable[[Context], Result]] = {
     purge.NAME: purge.run,
@@ -41,8 +43,10 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Benchmarks of pgretention's partition retention engine against DELETE + VACUUM and "
-        "pg_partman's retention, on a throwaway local PostgreSQL cluster.",
+        description="Benchmarks of every engine of pgretention: partition purge (purge, size, ingest, scale, "
+        "citus), adoption, entity retention, audit log and report, subject requests and legal holds, "
+        "anonymiser; against the usual alternative where there is one (DELETE + VACUUM, pg_partman's "
+        "retention, UPDATE in place) on the same data; on a throwaway local PostgreSQL cluster.",
     )
     parser.add_argument(
         "--scale",
@@ -56,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         choices=list(BENCHMARKS),
         metavar="NAME",
-        help="run only this benchmark; may be repeated (scale runs only when named)",
+        help="run only this benchmark; may be repeated (scale and citus run only when named)",
     )
     parser.add_argument(
         "--dsn",
@@ -88,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    server = Server(args.dsn)
     results: list[Result] = []
     failed: list[str] = []
     t0 = time.monotonic()
+    server = None
     try:
-        server.start()
-        environment = server.environment()
-        ctx = Context(server=server, scale=args.scale, out=out, jobs=args.jobs)
+        server = start_server(args.dsn)
+        ctx = Context.on(server, args.scale, out, args.jobs)
+        environment = ctx.environment()
         log(f"benchmarks {', '.join(names)} at scale {args.scale:g}; results in {out}")
         for name in names:
             started = time.monotonic()
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         failed.append("interrupted")
     finally:
-        server.stop()
+        if server is not None:
+            stop_server(server)
 
     if results:
         print(_summary(results, args.scale, time.monotonic() - t0))

@@ -25,23 +25,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from benchmarks.common import (
-    CDR_COLUMNS,
-    DROP_AFTER_DAYS,
-    Check,
-    Context,
-    Result,
-    connect,
-    fmt_ms,
-    load,
-    log,
-    one,
-    plan_days,
-    pyplot,
-    qualified,
-    save_figure,
-    server_today,
-)
+from benchmarks.harness.results import Check, Result, fmt_ms, log, pyplot, save_figure
+from benchmarks.harness.server import Context, connect, one, server_today
+from benchmarks.harness.tables import CDR_COLUMNS, DROP_AFTER_DAYS, load, qualified
+from pgretention.generator import plan_days
 
 NAME = "adopt"
 TABLE = "public.cdr_switch"
@@ -92,11 +79,8 @@ class Writers:
 
 
 def run(ctx: Context) -> Result:
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         return _run(ctx, dsn)
-    finally:
-        ctx.drop_database(NAME)
 
 
 def _run(ctx: Context, dsn: str) -> Result:

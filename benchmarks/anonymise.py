@@ -16,27 +16,11 @@ from datetime import timedelta
 
 from psycopg.types.json import Jsonb
 
-from benchmarks.common import (
-    CDR_COLUMNS,
-    Check,
-    Context,
-    Result,
-    checkpoint,
-    connect,
-    fmt_bytes,
-    fmt_ms,
-    load,
-    log,
-    one,
-    plan_days,
-    pyplot,
-    ratio,
-    save_figure,
-    server_today,
-    timed,
-    wal_lsn,
-    wal_since,
-)
+from benchmarks.harness.meters import timed, wal_lsn, wal_since
+from benchmarks.harness.results import Check, Result, fmt_bytes, fmt_ms, log, pyplot, ratio, save_figure
+from benchmarks.harness.server import Context, checkpoint, connect, one, server_today
+from benchmarks.harness.tables import CDR_COLUMNS, load
+from pgretention.generator import plan_days
 
 NAME = "anonymise"
 ROWS = 5_000_000
@@ -46,8 +30,7 @@ DAYS_AGO = 35
 def run(ctx: Context) -> Result:
     res = Result(NAME, "anonymise one partition: rewrite-and-swap vs UPDATE in place", ctx.scale)
     rows = max(int(ROWS * ctx.scale), 10_000)
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         with connect(dsn) as conn:
             today = server_today(conn)
             conn.execute(
@@ -148,6 +131,4 @@ def run(ctx: Context) -> Result:
         ax.set_title(f"inserts into the current partition while {rows:,} rows are rewritten")
         ax.legend()
         res.plots.append(save_figure(fig, ctx.out, NAME))
-    finally:
-        ctx.drop_database(NAME)
     return res

@@ -16,7 +16,9 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from benchmarks.common import Check, Context, Result, connect, fmt_ms, log, one, pyplot, save_figure, timed
+from benchmarks.harness.meters import timed
+from benchmarks.harness.results import Check, Result, fmt_ms, log, pyplot, save_figure
+from benchmarks.harness.server import Context, connect, one
 from pgretention import report
 
 NAME = "audit"
@@ -28,12 +30,9 @@ ROWS = 2_000_000
 
 def run(ctx: Context) -> Result:
     res = Result(NAME, "audit chain append/verify/retention and the compliance report", ctx.scale)
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         _chain(ctx, dsn, res)
         _report(ctx, dsn, res)
-    finally:
-        ctx.drop_database(NAME)
     return res
 
 

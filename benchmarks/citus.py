@@ -23,20 +23,9 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from benchmarks.common import (
-    Check,
-    Context,
-    Result,
-    connect,
-    fmt_bytes,
-    fmt_ms,
-    log,
-    one,
-    pyplot,
-    ratio,
-    save_figure,
-    timed,
-)
+from benchmarks.harness.meters import timed
+from benchmarks.harness.results import Check, Result, fmt_bytes, fmt_ms, log, pyplot, ratio, save_figure
+from benchmarks.harness.server import Context, connect, one
 
 NAME = "citus"
 EXPIRED_DAYS = 30

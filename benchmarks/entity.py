@@ -25,18 +25,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from benchmarks.common import (
-    Check,
-    Context,
-    Result,
-    checkpoint,
-    connect,
-    fmt_ms,
-    log,
-    one,
-    pyplot,
-    save_figure,
-)
+from benchmarks.harness.results import Check, Result, fmt_ms, log, pyplot, save_figure
+from benchmarks.harness.server import Context, checkpoint, connect, one
 from pgretention import installer
 
 NAME = "entity"
@@ -60,12 +50,8 @@ WHERE greatest(a.created_at, a.last_login_at,
 
 def run(ctx: Context) -> Result:
     n = max(10_000, round(ACCOUNTS * ctx.scale))
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         return _run(ctx, dsn, n)
-    finally:
-        ctx.drop_database(NAME)
-        ctx.drop_database(NAME + "_naive")
 
 
 def _load(ctx: Context, dsn: str, n: int, now: datetime) -> float:
@@ -257,19 +243,13 @@ def _run(ctx: Context, dsn: str, n: int) -> Result:
         listing_ms = (time.monotonic() - t0) * 1e3
         listed = int(one(conn, "SELECT count(*) FROM pgretention.entity_notice"))
     log(f"entity: {listed:,} accounts listed in {fmt_ms(listing_ms)}; copying the database for the naive DELETE")
-    naive_db = f"pgretention_bench_{NAME}_naive"
-    ctx.server.drop_database(naive_db)
-    src = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
-    with ctx.server.admin() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(naive_db), sql.Identifier(str(src))))
-    naive_dsn = ctx.server.dsn(naive_db)
-
-    log("entity: pgretention run_entities()")
-    pgr = _pgretention(dsn, n, now)
-    log(f"entity: pgretention removed {pgr['rows_removed']:,} rows in {fmt_ms(pgr['ms'])}, {pgr['batches']} batches")
-    log("entity: naive DELETE ... CASCADE")
-    nv = _naive(naive_dsn, n, now)
-    log(f"entity: naive DELETE removed {nv['rows_removed']:,} rows in {fmt_ms(nv['ms'])}")
+    with ctx.database(f"{NAME}_naive", template=NAME) as naive_dsn:
+        log("entity: pgretention run_entities()")
+        pgr = _pgretention(dsn, n, now)
+        log(f"entity: pgretention removed {pgr['rows_removed']:,} rows in {fmt_ms(pgr['ms'])}, {pgr['batches']} batches")
+        log("entity: naive DELETE ... CASCADE")
+        nv = _naive(naive_dsn, n, now)
+        log(f"entity: naive DELETE removed {nv['rows_removed']:,} rows in {fmt_ms(nv['ms'])}")
 
     pgr_rate = pgr["rows_removed"] / max(pgr["ms"] / 1e3, 1e-9)
     nv_rate = nv["rows_removed"] / max(nv["ms"] / 1e3, 1e-9)

@@ -32,31 +32,22 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from benchmarks.common import (
+from benchmarks.harness.results import Check, Result, fmt_ms, log, pyplot, save_figure
+from benchmarks.harness.server import Context, checkpoint, connect, one, server_today
+from benchmarks.harness.tables import (
     DROP_AFTER_DAYS,
-    Check,
-    Context,
-    Result,
     add_indexes,
-    checkpoint,
-    connect,
     create_partman_table,
     create_pgretention_table,
     drop_partman_table,
     drop_pgretention_table,
-    fmt_ms,
     load,
-    log,
-    one,
     partman_schema,
-    plan_days,
-    pyplot,
     qualified,
-    save_figure,
-    server_today,
     settle,
     time_partitions,
 )
+from pgretention.generator import plan_days
 
 NAME = "ingest"
 WRITERS = 4
@@ -88,11 +79,8 @@ class Insert:
 
 
 def run(ctx: Context) -> Result:
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         return _run(ctx, dsn)
-    finally:
-        ctx.drop_database(NAME)
 
 
 def _run(ctx: Context, dsn: str) -> Result:

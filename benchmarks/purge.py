@@ -19,39 +19,31 @@ from typing import Any
 
 from psycopg import sql
 
-from benchmarks.common import (
-    DROP_AFTER_DAYS,
+from benchmarks.harness.meters import (
     MB,
-    Check,
-    Context,
-    Result,
-    add_indexes,
-    checkpoint,
-    connect,
-    create_partman_table,
-    create_pgretention_table,
-    create_plain_table,
-    fmt_bytes,
-    fmt_ms,
     fs_free_cost,
     fs_free_cost_files,
-    load,
-    log,
-    partman_schema,
-    plan_days,
-    pyplot,
-    qualified,
-    ratio,
     relation_files,
-    save_figure,
-    server_today,
-    settle,
-    time_partitions,
     timed,
     total_size,
     wal_lsn,
     wal_since,
 )
+from benchmarks.harness.results import Check, Result, fmt_bytes, fmt_ms, log, pyplot, ratio, save_figure
+from benchmarks.harness.server import Context, checkpoint, connect, server_today
+from benchmarks.harness.tables import (
+    DROP_AFTER_DAYS,
+    add_indexes,
+    create_partman_table,
+    create_pgretention_table,
+    create_plain_table,
+    load,
+    partman_schema,
+    qualified,
+    settle,
+    time_partitions,
+)
+from pgretention.generator import plan_days
 
 NAME = "purge"
 EXPIRED_DAYS = 20
@@ -70,11 +62,8 @@ MS_PER_PARTITION = 5.0
 
 def run(ctx: Context) -> Result:
     rows_per_day = max(1000, round(ROWS_PER_DAY * ctx.scale))
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         return _run(ctx, dsn, rows_per_day)
-    finally:
-        ctx.drop_database(NAME)
 
 
 def _cold(ctx: Context, dsn: str) -> None:
@@ -121,10 +110,9 @@ def _run(ctx: Context, dsn: str, rows_per_day: int) -> Result:
     figures["pg_partman"] = _partman(ctx, dsn)
     figures["pgretention"] = _pgretention(ctx, dsn)
     pgr = figures["pgretention"]
-    assert ctx.server.fs_dir is not None
-    fs = fs_free_cost(ctx.server.fs_dir, pgr["bytes_dropped"])
+    fs = fs_free_cost(ctx.fs_dir, pgr["bytes_dropped"])
     figures["filesystem"] = fs
-    fs_files = fs_free_cost_files(ctx.server.fs_dir, pgr.pop("file_sizes"))
+    fs_files = fs_free_cost_files(ctx.fs_dir, pgr.pop("file_sizes"))
     figures["filesystem_same_files"] = fs_files
     log(
         f"purge: filesystem frees {fmt_bytes(fs['bytes'])} in {fmt_ms(fs['free_ms'])} as one file, "

@@ -27,26 +27,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from benchmarks.common import (
-    MB,
-    Check,
-    Context,
-    Result,
-    add_indexes,
-    checkpoint,
-    connect,
-    fmt_bytes,
-    fmt_ms,
-    fs_free_cost,
-    log,
-    one,
-    qualified,
-    server_today,
-    timed,
-    total_size,
-    wal_lsn,
-    wal_since,
-)
+from benchmarks.harness.meters import MB, fs_free_cost, timed, total_size, wal_lsn, wal_since
+from benchmarks.harness.results import Check, Result, fmt_bytes, fmt_ms, log
+from benchmarks.harness.server import Context, checkpoint, connect, one, server_today
+from benchmarks.harness.tables import add_indexes, qualified
 from pgretention import generator
 
 NAME = "scale"
@@ -66,11 +50,8 @@ MAX_LATENCY_MS = 50.0
 
 def run(ctx: Context) -> Result:
     rows_per_day = max(1000, round(ROWS_PER_DAY * ctx.scale))
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         return _run(ctx, dsn, rows_per_day)
-    finally:
-        ctx.drop_database(NAME)
 
 
 def _writer(dsn: str, stop: threading.Event, out: list[tuple[float, float, bool]]) -> None:
@@ -177,8 +158,7 @@ def _run(ctx: Context, dsn: str, rows_per_day: int) -> Result:
         "rows_dropped": int(sum(int(o[2] or 0) for o in ops)), "bytes_dropped": int(sum(int(o[1] or 0) for o in ops)),
         "wal_bytes": wal, "wal_bytes_per_partition": round(wal / max(dropped, 1)),
     }
-    assert ctx.server.fs_dir is not None
-    fs = fs_free_cost(ctx.server.fs_dir, fig["purge"]["bytes_dropped"])
+    fs = fs_free_cost(ctx.fs_dir, fig["purge"]["bytes_dropped"])
     fig["filesystem"] = fs
     t0 = latencies[0][0] if latencies else 0.0
     during = [x for x in latencies if 2.0 <= x[0] - t0 <= 2.0 + purge_ms / 1e3 + 0.5]

@@ -24,32 +24,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
+from benchmarks.harness.meters import fs_free_cost, fs_free_cost_files, relation_files, timed
+from benchmarks.harness.results import Check, Result, fmt_bytes, fmt_ms, log, pyplot, ratio, save_figure
+from benchmarks.harness.server import Context, checkpoint, connect, one, server_today
+from benchmarks.harness.tables import (
     DROP_AFTER_DAYS,
-    Check,
-    Context,
-    Result,
     add_indexes,
-    checkpoint,
-    connect,
     create_pgretention_table,
-    fmt_bytes,
-    fmt_ms,
-    fs_free_cost,
-    fs_free_cost_files,
     load,
-    log,
-    one,
-    plan_days,
-    pyplot,
-    ratio,
-    relation_files,
-    save_figure,
-    server_today,
     settle,
     time_partitions,
-    timed,
 )
+from pgretention.generator import plan_days
 
 NAME = "size"
 SIZES = (100_000, 1_000_000, 10_000_000)  # rows per partition at scale 1
@@ -61,11 +47,8 @@ WHOLE_DROP_SLACK_MS = 50.0
 
 
 def run(ctx: Context) -> Result:
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         return _run(ctx, dsn)
-    finally:
-        ctx.drop_database(NAME)
 
 
 def _run(ctx: Context, dsn: str) -> Result:
@@ -101,7 +84,6 @@ def _run(ctx: Context, dsn: str) -> Result:
         expired = {r[0] for r in conn.execute("SELECT partition FROM pgretention.plan(now(), %s)", [TABLE])}
 
     samples: list[dict[str, Any]] = []
-    assert ctx.server.fs_dir is not None
     for day in days:
         leaf, nbytes, files = parts[day.start]
         if leaf not in expired:
@@ -139,8 +121,8 @@ def _run(ctx: Context, dsn: str) -> Result:
                 " ORDER BY id DESC LIMIT 1",
                 [leaf.split(".", 1)[-1]],
             )
-        fs = fs_free_cost(ctx.server.fs_dir, nbytes)
-        fs_files = fs_free_cost_files(ctx.server.fs_dir, files)
+        fs = fs_free_cost(ctx.fs_dir, nbytes)
+        fs_files = fs_free_cost_files(ctx.fs_dir, files)
         sample = {
             "rows": day.rows,
             "bytes": nbytes,

@@ -19,24 +19,11 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from benchmarks.common import (
-    CDR_COLUMNS,
-    Check,
-    Context,
-    Result,
-    connect,
-    fmt_ms,
-    load,
-    log,
-    one,
-    plan_days,
-    pyplot,
-    qualified,
-    ratio,
-    save_figure,
-    server_today,
-    timed,
-)
+from benchmarks.harness.meters import timed
+from benchmarks.harness.results import Check, Result, fmt_ms, log, pyplot, ratio, save_figure
+from benchmarks.harness.server import Context, connect, one, server_today
+from benchmarks.harness.tables import CDR_COLUMNS, load, qualified
+from pgretention.generator import plan_days
 
 NAME = "subjects"
 DAYS = 400
@@ -53,12 +40,9 @@ def _median_ms(fn: Any, repeat: int = 5) -> float:
 
 def run(ctx: Context) -> Result:
     res = Result(NAME, "subject export and erasure; purge with legal holds", ctx.scale)
-    dsn = ctx.database(NAME)
-    try:
+    with ctx.database(NAME) as dsn:
         _requests(ctx, dsn, res)
         _holds(ctx, dsn, res)
-    finally:
-        ctx.drop_database(NAME)
     return res
 
 

@@ -21,7 +21,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 def benchmarks_dir() -> Path | None:
     """The checkout's benchmarks package, when pgretention runs from a checkout."""
     path = CHECKOUT / "benchmarks"
-    return path if (path / "__main__.py").is_file() and (path / "common.py").is_file() else None
+    return path if (path / "__main__.py").is_file() and (path / "harness" / "__init__.py").is_file() else None
 
 
 @click.command("bench", context_settings={"ignore_unknown_options": False})

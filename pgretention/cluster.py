@@ -1,9 +1,12 @@
-"""A throwaway PostgreSQL cluster started from the distribution's binaries.
+"""A throwaway PostgreSQL cluster started from the distribution's binaries, and a server to work on.
 
-Used by the demo, the tests and the benchmarks. The cluster is created with ``initdb`` in a
-directory of its own, listens on a free TCP port on 127.0.0.1 and on a unix socket in its own
-directory, preloads pg_cron, and is stopped and removed by :meth:`LocalCluster.stop`.
+:class:`LocalCluster` is used by the demo, the tests and the benchmarks. The cluster is created with
+``initdb`` in a directory of its own, listens on a free TCP port on 127.0.0.1 and on a unix socket
+in its own directory, preloads pg_cron, and is stopped and removed by :meth:`LocalCluster.stop`.
 When the current user is root the server runs as the ``postgres`` OS user, as initdb refuses root.
+
+:class:`Server` is what the tests and the benchmarks create and drop their databases on: such a
+throwaway cluster, or an existing server given by a connection string.
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from pgretention.errors import PgRetentionError
 
@@ -237,3 +246,87 @@ def local_cluster(**kw: object) -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+class Server:
+    """A PostgreSQL server to create and drop databases on: an existing one, or a throwaway cluster.
+
+    :param dsn: connection string of the database used for administration.
+    :param cluster: the throwaway cluster behind ``dsn``, when there is one (see :meth:`local`).
+    :param kind: how the server came to be (``external``, ``local``, ...), for reports.
+    :param on_stop: also called by :meth:`stop`, for example to stop a container.
+    """
+
+    def __init__(self, dsn: str, *, cluster: LocalCluster | None = None, kind: str = "external",
+                 on_stop: Callable[[], object] | None = None) -> None:
+        self.base_dsn = dsn
+        self.cluster = cluster
+        self.kind = kind
+        self._on_stop = on_stop
+
+    @classmethod
+    def local(cls, **cluster: Any) -> Server:
+        """A throwaway :class:`LocalCluster`, started (``cluster``: its keyword arguments)."""
+        lc = LocalCluster(**cluster)
+        try:
+            lc.start()
+        except BaseException:
+            lc.stop()  # removes what initdb left
+            raise
+        return cls(lc.conninfo(), cluster=lc, kind="local")
+
+    def conninfo(self, dbname: str | None = None, **extra: str) -> str:
+        """The connection string of database ``dbname`` (default: the administration database)."""
+        kw: dict[str, str] = dict(extra)
+        if dbname is not None:
+            kw["dbname"] = dbname
+        return make_conninfo(self.base_dsn, **kw)
+
+    def admin(self) -> psycopg.Connection[Any]:
+        """An autocommit connection to the administration database."""
+        return psycopg.connect(self.conninfo(), autocommit=True)
+
+    def create_database(self, name: str | None = None, *, prefix: str = "t", template: str | None = None) -> str:
+        """Create database ``name`` (default: ``prefix`` and a random suffix), a copy of ``template``
+        when given; return its name."""
+        name = name or f"{prefix}_{uuid.uuid4().hex[:10]}"
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+        with self.admin() as conn:
+            conn.execute(query)
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists, ending its sessions."""
+        with self.admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def versions(self) -> dict[str, str]:
+        """The server's version and the default versions of pg_partman, pg_cron and pgcrypto."""
+        with self.admin() as conn:
+            out = {"server": str(conn.execute("SHOW server_version").fetchall()[0][0])}
+            for name, ver in conn.execute(
+                "SELECT name, default_version FROM pg_available_extensions"
+                " WHERE name IN ('pg_partman', 'pg_cron', 'pgcrypto')"
+            ):
+                out[name] = ver
+        return out
+
+    @property
+    def can_restart(self) -> bool:
+        return self.cluster is not None
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop and start a throwaway cluster keeping its data (caches go cold); nothing for others."""
+        if self.cluster is not None:
+            self.cluster.restart(mode=mode)
+
+    def stop(self) -> None:
+        """Stop and remove a throwaway cluster (and call ``on_stop``); an existing server is left as is."""
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+        if self._on_stop is not None:
+            self._on_stop()
+            self._on_stop = None

@@ -23,6 +23,15 @@ What the rows look like:
 Which columns are filled is decided by their names (see :func:`column_expressions`); other columns
 are left to their defaults. Use :data:`CDR_COLUMNS`, :data:`SMS_COLUMNS` or :data:`EMAIL_COLUMNS`
 for a table of the usual shape.
+
+That is the ``realistic`` profile (:class:`Options`). The ``uniform`` profile gives the plain rows
+the benchmarks have measured since their first figures: each day's rows evenly spread over the day,
+Dutch mobile numbers (+316 and 8 digits), durations exponential around 3 minutes, all derived from
+the id alone (no seed); it fills the id, the time column, the numbers and the duration, nothing else.
+
+:func:`load` fills consecutive days with the same number of rows; :func:`load_days` fills the days of
+a plan (:func:`plan_days`: any days, each with its own number of rows) into one or more tables,
+the same rows in each.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ SMS_COLUMNS = "id bigint, tenant text, region text, sent_at timestamptz, sender 
 EMAIL_COLUMNS = ("id bigint, tenant text, region text, sent_at timestamptz, sender text, recipient text, "
                  "size_bytes int")
 KINDS = ("cdr", "sms", "email")
+PROFILES = ("realistic", "uniform")
 
 # Share of a day's rows per UTC hour 0..23 (relative weights).
 HOURLY_WEIGHTS: tuple[float, ...] = (
@@ -105,8 +115,11 @@ class Options:
     tenants: int = 50
     countries: tuple[Country, ...] = DEFAULT_COUNTRIES
     seed: int = 0
+    profile: str = "realistic"
 
     def check(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}")
         if not 0 <= self.late_fraction <= 1 or not 0 <= self.null_fraction <= 1:
             raise ValueError("late and NULL fractions must be between 0 and 1")
         if self.late_fraction + self.null_fraction > 1:
@@ -117,6 +130,25 @@ class Options:
             raise ValueError("tenants must be at least 1")
         if not self.countries or any(c.share < 0 for c in self.countries) or sum(c.share for c in self.countries) <= 0:
             raise ValueError("countries need positive shares")
+
+
+@dataclass(frozen=True)
+class Day:
+    """``rows`` rows on the UTC day starting at ``start``, ids from ``first_id`` on."""
+
+    start: datetime
+    rows: int
+    first_id: int
+
+
+def plan_days(today: datetime, spec: Sequence[tuple[int, int]], first_id: int = 1) -> list[Day]:
+    """``spec``: (days before ``today``, rows) pairs -> days with consecutive id ranges."""
+    days = []
+    next_id = first_id
+    for days_ago, rows in spec:
+        days.append(Day(today - timedelta(days=days_ago), rows, next_id))
+        next_id += rows
+    return days
 
 
 @dataclass(frozen=True)
@@ -178,8 +210,11 @@ def column_expressions(columns: dict[str, str], time_column: str, kind: str, opt
 
     Over the row ``r`` of :func:`rows_sql`: the time column, ``id``, ``tenant``/``tenant_id``, ``region``/``country``,
     ``caller``/``callee``/``msisdn`` (E.164), ``sender``/``recipient`` (E.164, or addresses for
-    e-mail), ``duration_s``/``duration``, ``segments``, ``size_bytes``/``bytes``.
+    e-mail), ``duration_s``/``duration``, ``segments``, ``size_bytes``/``bytes``. The ``uniform``
+    profile fills only the time column, ``id``, the numbers and the duration.
     """
+    if opts.profile == "uniform":
+        return _uniform_expressions(columns, time_column, kind)
     secs = f"(r.day + r.hr * 3600 + ((r.h1 >> 10) & {UNIT - 1})::float8 / {UNIT} * 3600)"
     late = (f"CASE WHEN {_u(3)} < {opts.null_fraction + opts.late_fraction!r} THEN 86400 * "
             f"(1 + mod((r.h3 >> 24) & 1073741823, {opts.late_max_days})) ELSE 0 END")
@@ -250,10 +285,46 @@ OFFSET 0
 """
 
 
+# The uniform profile's rows: the time evenly spread over the day (a jitter within each row's slot of
+# ``step`` seconds), the hashes the numbers and the duration are made of. Parameters: start, step,
+# first, lo, hi.
+_UNIFORM_ROWS = """
+SELECT x.id,
+       %(start)s::timestamptz + make_interval(secs => (x.g + (hashint8(x.id) & 1023) / 1024.0) * %(step)s::float8) AS t,
+       hashint8(x.id) AS u1, hashint8(-x.id) AS u2, hashint8(x.id * 7 + 3) AS u3
+FROM (SELECT g, %(first)s::bigint + g AS id FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g) AS x
+"""
+
+
+def _uniform_expressions(columns: dict[str, str], time_column: str, kind: str) -> dict[str, sql.Composable]:
+    """The uniform profile's columns over :data:`_UNIFORM_ROWS`: +316 numbers, durations exponential
+    with a mean of 180 s (``-180 ln(1 - u)``)."""
+
+    def number(h: str) -> sql.Composable:
+        return sql.SQL(f"'+316' || (10000000 + mod(r.{h} & 2147483647, 90000000))::text")
+
+    out: dict[str, sql.Composable] = {}
+    for name in columns:
+        if name == time_column:
+            out[name] = sql.SQL("r.t")
+        elif name == "id":
+            out[name] = sql.SQL("r.id")
+        elif name in ("caller", "msisdn") or (name == "sender" and kind != "email"):
+            out[name] = number("u1")
+        elif name == "callee" or (name == "recipient" and kind != "email"):
+            out[name] = number("u2")
+        elif name in ("duration_s", "duration"):
+            out[name] = sql.SQL("floor(-180 * ln(1 - (r.u3 & 1048575) / 1048576.0))::int")
+    return out
+
+
 def rows_sql(opts: Options) -> str:
     """The rows of one piece, ``r``: id, the day's start (epoch), hashes h1-h6 of the id, the caller's and
     callee's country indexes c1, c2 and the hour of the day hr (each computed once per row; the lookup
-    tables are integer array literals). Parameters: day, first, lo, hi, s1-s6 (hash seeds)."""
+    tables are integer array literals). Parameters: day, first, lo, hi, s1-s6 (hash seeds).
+    The uniform profile's rows are :data:`_UNIFORM_ROWS`."""
+    if opts.profile == "uniform":
+        return _UNIFORM_ROWS
     countries = "'{" + ",".join(map(str, lookup_table([c.share for c in opts.countries]))) + "}'::int[]"
     hours = "'{" + ",".join(map(str, lookup_table(HOURLY_WEIGHTS))) + "}'::int[]"
     return (_ROWS.replace("@COUNTRIES@", countries).replace("@HOURS@", hours)
@@ -326,16 +397,15 @@ def _connect(dsn: str) -> Conn:
     return c
 
 
-def _pieces(start: datetime, days: int, rows_per_day: int, first_id: int, chunk: int,
-            seed: int) -> list[dict[str, Any]]:
-    day0 = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+def _pieces(days: Sequence[Day], chunk: int, seed: int) -> list[dict[str, Any]]:
+    """Parameters of each piece of at most ``chunk`` rows of ``days`` (both profiles' parameters)."""
     pieces: list[dict[str, Any]] = []
-    for k in range(days):
-        day = (day0 + timedelta(days=k)).timestamp()
-        for lo in range(0, rows_per_day, chunk):
-            hi = min(lo + chunk, rows_per_day) - 1
-            pieces.append({"day": day, "first": first_id + k * rows_per_day, "lo": lo, "hi": hi,
-                           **{f"s{i}": seed * 8 + i for i in range(1, 7)}})
+    for d in days:
+        start = d.start if d.start.tzinfo else d.start.replace(tzinfo=timezone.utc)
+        for lo in range(0, d.rows, chunk):
+            hi = min(lo + chunk, d.rows) - 1
+            pieces.append({"day": start.timestamp(), "start": start, "step": 86400.0 / d.rows, "first": d.first_id,
+                           "lo": lo, "hi": hi, **{f"s{i}": seed * 8 + i for i in range(1, 7)}})
     return pieces
 
 
@@ -371,10 +441,36 @@ def load(
         binary; COPY's batched inserts do not make up for the client relaying every row (measured
         about half the rows per CPU-second of ``insert``).
     """
-    opts = options or Options()
-    opts.check()
     if days < 0 or rows_per_day < 0:
         raise ValueError("days and rows_per_day must not be negative")
+    day0 = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+    plan = [Day(day0 + timedelta(days=k), rows_per_day, first_id + k * rows_per_day) for k in range(days)]
+    res = load_days(conn, [table], plan, time_column=time_column, kind=kind, options=options, jobs=jobs,
+                    chunk=chunk, method=method)
+    total = days * rows_per_day
+    return LoadResult(rows=total, seconds=res.seconds, first_id=first_id, last_id=first_id + total - 1)
+
+
+def load_days(
+    conn: Conn | str,
+    tables: Sequence[str],
+    days: Sequence[Day],
+    *,
+    time_column: str | None = None,
+    kind: str | None = None,
+    options: Options | None = None,
+    jobs: int = 1,
+    chunk: int = 250_000,
+    method: str = "insert",
+) -> LoadResult:
+    """Insert the rows of ``days`` (see :func:`plan_days`) into each of ``tables``: the same rows in
+    each table. Pieces of at most ``chunk`` rows, the largest first, are shared out over ``jobs``
+    loaders; the other parameters are those of :func:`load`.
+    """
+    opts = options or Options()
+    opts.check()
+    if any(d.rows < 0 for d in days):
+        raise ValueError("a day's rows must not be negative")
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}")
     if method not in ("copy", "insert"):
@@ -385,48 +481,64 @@ def load(
     main = _connect(conn) if isinstance(conn, str) else conn
     dsn = conn if isinstance(conn, str) else main.info.dsn
     try:
-        types = table_columns(main, table)
-        tcol = time_column or detect_time_column(main, table, types)
-        if tcol not in types:
-            raise ValueError(f"column {tcol} does not exist in table {table}")
-        exprs = column_expressions(types, tcol, kind or detect_kind(types), opts)
-        stmt = insert_statement(table, exprs, opts)
-        pieces = _pieces(start, days, rows_per_day, first_id, chunk, opts.seed)
+        work_list: list[tuple[_Target, dict[str, Any]]] = []
+        for table in tables:
+            types = table_columns(main, table)
+            tcol = time_column or detect_time_column(main, table, types)
+            if tcol not in types:
+                raise ValueError(f"column {tcol} does not exist in table {table}")
+            exprs = column_expressions(types, tcol, kind or detect_kind(types), opts)
+            target = _Target(table, exprs, types, insert_statement(table, exprs, opts))
+            work_list += [(target, p) for p in _pieces(days, chunk, opts.seed)]
+        work_list.sort(key=lambda w: w[1]["hi"] - w[1]["lo"], reverse=True)
 
-        def work(c: Conn, queue: list[dict[str, Any]]) -> None:
+        def work(c: Conn, queue: list[tuple[_Target, dict[str, Any]]]) -> None:
             if method == "insert":
                 with c.cursor() as cur:
-                    for p in queue:
-                        cur.execute(stmt, p)
+                    for target, p in queue:
+                        cur.execute(target.insert, p)
                 return
             with _connect(dsn) as src:
-                for p in queue:
-                    out_sql, in_sql = _copy_statements(table, exprs, types, opts, p)
+                for target, p in queue:
+                    out_sql, in_sql = _copy_statements(target.table, target.exprs, target.types, opts, p)
                     with src.cursor().copy(out_sql) as out, c.cursor().copy(in_sql) as inp:
                         for data in out:
                             inp.write(data)
 
         t0 = time.perf_counter()
-        if jobs <= 1 or len(pieces) <= 1:
-            work(main, pieces)
+        if jobs <= 1 or len(work_list) <= 1:
+            work(main, work_list)
             if not main.autocommit:
                 main.commit()
         else:
-            def worker(queue: list[dict[str, Any]]) -> None:
+            def worker(queue: list[tuple[_Target, dict[str, Any]]]) -> None:
                 with _connect(dsn) as c:
                     work(c, queue)
 
             with ThreadPoolExecutor(max_workers=jobs) as pool:
-                list(pool.map(worker, [pieces[i::jobs] for i in range(jobs)]))
+                list(pool.map(worker, [work_list[i::jobs] for i in range(jobs)]))
         seconds = time.perf_counter() - t0
     finally:
         if own:
             main.close()
-    total = days * rows_per_day
-    return LoadResult(rows=total, seconds=seconds, first_id=first_id, last_id=first_id + total - 1)
+    rows = [d for d in days if d.rows > 0]
+    return LoadResult(rows=len(tables) * sum(d.rows for d in rows), seconds=seconds,
+                      first_id=min((d.first_id for d in rows), default=1),
+                      last_id=max((d.first_id + d.rows - 1 for d in rows), default=0))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A table being loaded: its column expressions and types, and the statement of one piece."""
+
+    table: str
+    exprs: dict[str, sql.Composable]
+    types: dict[str, str]
+    insert: sql.Composed
 
 
 __all__ = [
-    "CDR_COLUMNS", "SMS_COLUMNS", "EMAIL_COLUMNS", "DEFAULT_COUNTRIES", "HOURLY_WEIGHTS", "Country", "Options",
-    "LoadResult", "load", "lookup_table", "expected_hour_shares", "expected_country_shares", "column_expressions",
+    "CDR_COLUMNS", "SMS_COLUMNS", "EMAIL_COLUMNS", "KINDS", "PROFILES", "DEFAULT_COUNTRIES", "HOURLY_WEIGHTS", "Country",
+    "Options", "Day", "plan_days", "LoadResult", "load", "load_days", "lookup_table", "expected_hour_shares",
+    "expected_country_shares", "column_expressions",
 ]

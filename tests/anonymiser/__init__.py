@@ -1,0 +1,1 @@
+"""The anonymiser: column rules, rewrite-and-swap, keys, roll-ups, crash trials, concurrency."""

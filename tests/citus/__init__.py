@@ -1,0 +1,1 @@
+"""pgretention on a Citus coordinator (needs PGRETENTION_CITUS_DSN; marker citus)."""

@@ -1,0 +1,1 @@
+"""Properties across every command and validator: hostile names, identifiers, intervals, one-line errors."""

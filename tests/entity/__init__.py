@@ -1,0 +1,1 @@
+"""The entity engine: row-level rules, hierarchies, notices, crash trials, its commands."""

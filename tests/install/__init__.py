@@ -1,0 +1,1 @@
+"""Install, upgrade, uninstall, roles and privileges, connection errors."""

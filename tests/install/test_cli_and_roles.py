@@ -1,0 +1,155 @@
+"""Connection errors are one line with an exit code; each role can do its job and no more; an
+unprivileged role's search_path never reaches into pgretention's code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from pgretention.cluster import free_port
+from tests.fix_db import DB, ROOT
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pgretention", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, env=env)
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("pgretention: error: ")
+    return lines[0]
+
+
+def test_unreachable_server(db: DB) -> None:
+    res = _run("--dsn", f"host=127.0.0.1 port={free_port()} dbname=x connect_timeout=3", "version")
+    assert res.returncode == 2
+    assert "cannot connect" in _one_line_error(res)
+
+
+def test_malformed_dsn() -> None:
+    res = _run("--dsn", "host=localhost port", "version")
+    assert res.returncode == 6
+    assert "invalid DSN" in _one_line_error(res)
+
+
+def test_wrong_password(db: DB) -> None:
+    if db.server.cluster is None:
+        pytest.skip("needs the local cluster's password authentication over TCP")
+    res = _run("--dsn", db.server.cluster.tcp_conninfo(db.name, password="wrong"), "version")
+    assert res.returncode == 2
+    assert "password authentication failed" in _one_line_error(res)
+
+
+def test_pg_environment_and_service_file(db: DB, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No --dsn: libpq's PGSERVICEFILE / PGSERVICE and PG* variables select the database."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(db.dsn)
+    svc = tmp_path / "pg_service.conf"
+    svc.write_text("[retention]\n" + "".join(f"{k}={v}\n" for k, v in params.items()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGSERVICEFILE=str(svc), PGSERVICE="retention")
+    res = _run("--format", "json", "version", env=env)
+    assert res.returncode == 0, res.stderr
+    assert '"server"' in res.stdout
+
+
+def test_missing_privilege_is_one_line(db: DB) -> None:
+    db.execute("CREATE ROLE plain_user LOGIN; GRANT CREATE ON DATABASE " + db.name + " TO plain_user")
+    try:
+        res = _run("--dsn", db.dsn_as("plain_user"), "install", "--no-cron")
+        assert res.returncode == 3
+        assert "cannot create role" in _one_line_error(res) or "cannot create extension" in res.stderr
+        assert db.one("SELECT to_regnamespace('pgretention')") is None
+    finally:
+        db.execute(f"REVOKE ALL ON DATABASE {db.name} FROM plain_user; DROP ROLE plain_user")
+
+
+def test_roles(installed: DB) -> None:
+    """Operator cannot change policy; auditor cannot purge or change anything; only the owner reads keys."""
+    installed.execute(
+        "DO $$BEGIN"
+        " IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'alice') THEN CREATE ROLE alice LOGIN; END IF;"
+        " IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bob') THEN CREATE ROLE bob LOGIN; END IF;"
+        " IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'carol') THEN CREATE ROLE carol LOGIN; END IF;"
+        " END$$;"
+        "GRANT pgretention_admin TO alice; GRANT pgretention_operator TO bob; GRANT pgretention_auditor TO carol"
+    )
+    try:
+        with psycopg.connect(installed.dsn_as("alice"), autocommit=True) as alice:
+            alice.execute(
+                "SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL',"
+                " 'started_at', '1 day', p_classes => '{\"default\": {\"drop_after\": \"13 months\"}}')"
+            )
+            alice.execute("SELECT pgretention.set_setting('batch_size', '2000')")
+        with psycopg.connect(installed.dsn_as("bob"), autocommit=True) as bob:
+            bob.execute("CALL pgretention.run()")
+            assert bob.execute("SELECT count(*) FROM pgretention.status()").fetchone()[0] >= 1  # type: ignore[index]
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                bob.execute("SELECT pgretention.set_setting('batch_size', '1')")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                bob.execute("SELECT pgretention.add_class('public.cdr', 'x', '1 month')")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                bob.execute("SELECT * FROM pgretention.audit_log")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                bob.execute("DELETE FROM pgretention.managed_table")
+        with psycopg.connect(installed.dsn_as("carol"), autocommit=True) as carol:
+            assert carol.execute("SELECT ok FROM pgretention.verify_audit()").fetchone()[0] is True  # type: ignore[index]
+            assert carol.execute("SELECT count(*) FROM pgretention.audit_log").fetchone()[0] >= 2  # type: ignore[index]
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                carol.execute("CALL pgretention.run()")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                carol.execute("UPDATE pgretention.audit_log SET outcome = 'x'")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                carol.execute("SELECT pgretention.set_setting('batch_size', '1')")
+        for user in ("alice", "bob", "carol"):
+            with psycopg.connect(installed.dsn_as(user), autocommit=True) as c, pytest.raises(
+                psycopg.errors.InsufficientPrivilege
+            ):
+                c.execute("SELECT * FROM pgretention.installation")
+        assert installed.one("SELECT value FROM pgretention.setting WHERE name = 'batch_size'") == "2000"
+        assert installed.one("SELECT count(*) FROM pgretention.audit_log WHERE session_role = 'alice'") == 2
+    finally:
+        installed.execute("DROP OWNED BY alice, bob, carol; DROP ROLE alice, bob, carol")
+
+
+def test_search_path_attack_by_unprivileged_role(installed: DB) -> None:
+    """Look-alike functions and tables in the attacker's schema never run inside pgretention code."""
+    db = installed
+    db.execute("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mallory') THEN"
+               " CREATE ROLE mallory LOGIN; END IF; END$$;"
+               "CREATE SCHEMA evil AUTHORIZATION mallory; GRANT pgretention_operator TO mallory;"
+               "CREATE TABLE public.loot (what text); GRANT INSERT ON public.loot TO mallory")
+    try:
+        db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz', 'started_at',"
+                   " '1 day', '{\"all\": {\"drop_after\": \"1 day\"}}', p_start => now() - interval '5 days')")
+        with psycopg.connect(db.dsn_as("mallory"), autocommit=True) as m:
+            for name, args, ret in [("format", "text, VARIADIC text[]", "text"), ("now", "", "timestamptz"),
+                                    ("set_config", "text, text, boolean", "text"), ("hashtext", "text", "int"),
+                                    ("quote_ident", "text", "text"), ("to_regclass", "text", "regclass")]:
+                m.execute(f"CREATE FUNCTION evil.{name}({args}) RETURNS {ret} LANGUAGE plpgsql AS"  # noqa: S608 - fixed names
+                          " $f$BEGIN INSERT INTO public.loot VALUES ('hijacked'); RETURN NULL; END$f$")
+            m.execute("CREATE TABLE evil.managed_table (id int); CREATE TABLE evil.setting (name text, value text)")
+            m.execute("SET search_path = evil, public, pg_catalog")
+            m.execute("CALL pgretention.run()")
+            m.execute("SELECT * FROM pgretention.status()")
+            m.execute("SELECT * FROM pgretention.plan()")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                m.execute("SELECT pgretention.set_setting('lock_timeout', '1h')")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                m.execute("UPDATE pgretention.audit_log SET outcome = 'x'")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                m.execute("SELECT key FROM pgretention.anon_key")
+        assert db.one("SELECT count(*) FROM public.loot") == 0
+        assert db.one("SELECT value FROM pgretention.setting WHERE name = 'lock_timeout'") == "20ms"
+        assert db.one("SELECT count(*) FROM pgretention.partition_op WHERE state = 'done'") >= 3
+    finally:
+        db.execute("DROP SCHEMA evil CASCADE; DROP TABLE public.loot; DROP OWNED BY mallory; DROP ROLE mallory")

@@ -1,0 +1,1 @@
+"""The partition purge engine: classes and layouts, purge, crash trials, concurrency, its commands."""

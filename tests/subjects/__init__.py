@@ -1,0 +1,1 @@
+"""Data-subject requests and legal holds: export, erasure, holds, crash trials, concurrency."""
