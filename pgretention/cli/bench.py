@@ -15,13 +15,13 @@ import click
 
 from pgretention.errors import InvalidInput
 
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def benchmarks_dir() -> Path | None:
     """The checkout's benchmarks package, when pgretention runs from a checkout."""
     path = CHECKOUT / "benchmarks"
-    return path if (path / "__main__.py").is_file() and (path / "common.py").is_file() else None
+    return path if (path / "__main__.py").is_file() else None
 
 
 @click.command("bench", context_settings={"ignore_unknown_options": False})
@@ -56,8 +56,4 @@ def bench(scale: float | None, only: tuple[str, ...], bench_dsn: str | None, out
         raise click.exceptions.Exit(code)
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(bench)
-
-
-__all__ = ["register", "bench", "benchmarks_dir"]
+COMMANDS = (bench,)
