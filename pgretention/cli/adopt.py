@@ -8,8 +8,8 @@ import click
 import psycopg
 from psycopg import sql
 
-from pgretention.cli.face import NOTICE_PREFIX, Ctx, confirm, emit, installed, pass_ctx, table
-from pgretention.db import one, rows, translated
+from pgretention.cli.face import NOTICE_PREFIX, Ctx, call, confirm, emit, installed, pass_ctx, select, table
+from pgretention.db import rows, translated
 
 KEY_CHOICES = {"local": "local", "add-time": "add_time"}
 
@@ -34,8 +34,7 @@ def adopt(ctx: Ctx, name: str, time_column: str, drop_after: str, interval_: str
     key_sql = KEY_CHOICES[key] if key else None
     args = [name, time_column, drop_after, interval_, premake, time_zone, key_sql, class_column]
     if dry_run:
-        with installed(ctx) as conn:
-            steps = rows(conn, "SELECT * FROM pgretention.adopt_plan(%s, %s, %s, %s, %s, %s, %s, %s)", args)
+        steps = select(ctx, "SELECT * FROM pgretention.adopt_plan(%s, %s, %s, %s, %s, %s, %s, %s)", args)
         emit(ctx, {"table": name, "dry_run": True, "steps": steps},
              lambda d: table(f"pgretention adopt {d['table']} (dry run: nothing changed)", d["steps"]))
         return
@@ -78,8 +77,7 @@ def adopt(ctx: Ctx, name: str, time_column: str, drop_after: str, interval_: str
 def unadopt(ctx: Ctx, name: str, yes: bool) -> None:
     """Give an adopted table back as a plain table with all its rows (blocks it while rows are copied)."""
     confirm(yes, f"Turn {name} back into a plain table (the application waits while rows are copied)?")
-    with installed(ctx, statement_timeout=None) as conn:
-        copied = one(conn, "SELECT pgretention.unadopt(%s)", [name])
+    copied = call(ctx, "SELECT pgretention.unadopt(%s)", [name], statement_timeout=None)
     emit(ctx, {"table": name, "rows": copied},
          lambda d: click.echo(f"{d['table']} is a plain table again with {d['rows']} rows"))
 
@@ -89,8 +87,7 @@ def unadopt(ctx: Ctx, name: str, yes: bool) -> None:
 @pass_ctx
 def adopt_cancel(ctx: Ctx, name: str) -> None:
     """Abandon an adoption interrupted before its swap (removes its CHECK constraint)."""
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.adopt_cancel(%s)", [name])
+    call(ctx, "SELECT pgretention.adopt_cancel(%s)", [name])
     emit(ctx, {"table": name, "cancelled": True}, lambda d: click.echo(f"adoption of {d['table']} cancelled"))
 
 
@@ -98,10 +95,9 @@ def adopt_cancel(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def adoptions(ctx: Ctx) -> None:
     """Adoptions and the state of their historical partitions."""
-    with installed(ctx) as conn:
-        found = rows(conn, "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS table, state, historical_name,"
-                           " cutover, key_choice, rows_purged, adopted_at, finished_at FROM pgretention.adoption"
-                           " ORDER BY id")
+    found = select(ctx, "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS table, state, historical_name,"
+                        " cutover, key_choice, rows_purged, adopted_at, finished_at FROM pgretention.adoption"
+                        " ORDER BY id")
     emit(ctx, found, lambda r: table("pgretention adoptions", r) if r else click.echo("no adoptions"))
 
 

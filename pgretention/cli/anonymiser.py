@@ -9,8 +9,18 @@ import click
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgretention.cli.face import Ctx, emit, installed, key_value, now_option, pass_ctx, table, utc
-from pgretention.db import Conn, one, rows, translated
+from pgretention.cli.face import (
+    Ctx,
+    call,
+    emit,
+    installed,
+    key_value,
+    now_option,
+    pass_ctx,
+    table,
+    utc,
+)
+from pgretention.db import Conn, rows, translated
 from pgretention.errors import InvalidInput
 
 
@@ -35,8 +45,7 @@ def anon_group() -> None:
 @pass_ctx
 def anon_rule(ctx: Ctx, table_name: str, column: str, method: str, param: str | None) -> None:
     """Set how COLUMN of TABLE is anonymised."""
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.anon_set_rule(%s, %s, %s, %s)", [table_name, column, method, param])
+    call(ctx, "SELECT pgretention.anon_set_rule(%s, %s, %s, %s)", [table_name, column, method, param])
     emit(ctx, {"table": table_name, "column": column, "method": method, "param": param},
          lambda d: click.echo(f"{d['table']}.{d['column']}: {d['method']} {d['param'] or ''}".rstrip()))
 
@@ -129,9 +138,8 @@ def rollup_add(ctx: Ctx, table_name: str, name: str, groups: tuple[str, ...], me
             item[key] = int(value) if key == "prefix" and value.isdigit() else value
         group_by.append(item)
     meas = dict(key_value("--measure", m, "NAME=count or NAME=sum:COLUMN") for m in measures)
-    with installed(ctx) as conn:
-        target = one(conn, "SELECT pgretention.add_rollup(%s, %s, %s, %s, %s)",
-                           [table_name, name, Jsonb(group_by), Jsonb(meas), min_group_size])
+    target = call(ctx, "SELECT pgretention.add_rollup(%s, %s, %s, %s, %s)",
+                       [table_name, name, Jsonb(group_by), Jsonb(meas), min_group_size])
     emit(ctx, {"rollup": name, "target": target},
          lambda d: click.echo(f"roll-up {d['rollup']} writes to {d['target']}"))
 

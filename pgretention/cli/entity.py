@@ -12,8 +12,20 @@ import click
 from psycopg.types.json import Jsonb
 from rich.progress import Progress, TaskID
 
-from pgretention.cli.face import Ctx, confirm, emit, installed, now_option, pass_ctx, run_job, table, utc
-from pgretention.db import one, rows, translated
+from pgretention.cli.face import (
+    Ctx,
+    call,
+    confirm,
+    emit,
+    installed,
+    now_option,
+    pass_ctx,
+    run_job,
+    select,
+    table,
+    utc,
+)
+from pgretention.db import rows
 from pgretention.errors import InvalidInput
 
 
@@ -62,12 +74,11 @@ def rule_create(ctx: Ctx, name: str, table_name: str, key_column: str, activity:
     act = _json_arg("--activity", activity)
     anon = _json_arg("--anonymise", anonymise)
     deps = _json_arg("--dependants", dependants)
-    with installed(ctx) as conn:
-        rule_id = one(
-            conn, "SELECT pgretention.create_entity_rule(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [name, table_name, key_column, Jsonb(act), period, action, None if anon is None else Jsonb(anon),
-             Jsonb(deps if deps is not None else []), parent_column, exempt_column, notice_period],
-        )
+    rule_id = call(
+        ctx, "SELECT pgretention.create_entity_rule(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [name, table_name, key_column, Jsonb(act), period, action, None if anon is None else Jsonb(anon),
+         Jsonb(deps if deps is not None else []), parent_column, exempt_column, notice_period],
+    )
     emit(ctx, {"rule": name, "id": rule_id},
          lambda d: click.echo(f"created entity rule {d['rule']}"))
 
@@ -77,8 +88,7 @@ def rule_create(ctx: Ctx, name: str, table_name: str, key_column: str, activity:
 @pass_ctx
 def rule_drop(ctx: Ctx, name: str) -> None:
     """Drop an entity rule (its table is not touched)."""
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.drop_entity_rule(%s)", [name])
+    call(ctx, "SELECT pgretention.drop_entity_rule(%s)", [name])
     emit(ctx, {"dropped": name}, lambda d: click.echo(f"dropped entity rule {d['dropped']}"))
 
 
@@ -86,11 +96,10 @@ def rule_drop(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def rule_list(ctx: Ctx) -> None:
     """Show the entity rules."""
-    with installed(ctx) as conn:
-        rules = rows(conn, "SELECT rule_name AS rule, format('%I.%I', table_schema, table_name) AS table,"
-                           " key_column AS key, activity, period::text, action, anonymise, dependants,"
-                           " parent_column, exempt_column, notice_period::text, enabled"
-                           " FROM pgretention.entity_rule ORDER BY rule_name")
+    rules = select(ctx, "SELECT rule_name AS rule, format('%I.%I', table_schema, table_name) AS table,"
+                        " key_column AS key, activity, period::text, action, anonymise, dependants,"
+                        " parent_column, exempt_column, notice_period::text, enabled"
+                        " FROM pgretention.entity_rule ORDER BY rule_name")
 
     def render(rs: list[dict[str, Any]]) -> None:
         shown = [{**r, "activity": json.dumps(r["activity"]), "dependants": json.dumps(r["dependants"]),
@@ -125,8 +134,7 @@ def entity_run(ctx: Ctx, rule: str | None, ref: datetime | None) -> None:
 @pass_ctx
 def entity_plan(ctx: Ctx, rule: str | None, ref: datetime | None) -> None:
     """What the next entity run would do; changes nothing."""
-    with installed(ctx) as conn:
-        found = rows(conn, "SELECT * FROM pgretention.entity_plan(%s, %s)", [utc(ref), rule])
+    found = select(ctx, "SELECT * FROM pgretention.entity_plan(%s, %s)", [utc(ref), rule])
     emit(ctx, found, lambda r: table("pgretention entity plan", r))
 
 
@@ -135,8 +143,7 @@ def entity_plan(ctx: Ctx, rule: str | None, ref: datetime | None) -> None:
 @pass_ctx
 def entity_status(ctx: Ctx, ref: datetime | None) -> None:
     """Per rule: rows, expired, exempt, in notice, deleted and anonymised so far, last error."""
-    with installed(ctx) as conn:
-        found = rows(conn, "SELECT * FROM pgretention.entity_status(%s)", [utc(ref)])
+    found = select(ctx, "SELECT * FROM pgretention.entity_status(%s)", [utc(ref)])
 
     def render(rs: list[dict[str, Any]]) -> None:
         shown = [{"rule": r["rule_name"], "table": r["table_name"], "action": r["action"],
@@ -185,8 +192,7 @@ def entity_notices(ctx: Ctx, rule: str | None, parent_key: str | None, as_csv: b
 def entity_erase(ctx: Ctx, rule: str, key: str, yes: bool) -> None:
     """Erase one row now with its dependants (self-service deletion): irreversible."""
     confirm(yes, f"Erase the row with key {key} of rule {rule} and everything it owns?")
-    with installed(ctx) as conn:
-        erased = one(conn, "SELECT pgretention.erase_entity(%s, %s)", [rule, key])
+    erased = call(ctx, "SELECT pgretention.erase_entity(%s, %s)", [rule, key])
     emit(ctx, {"rule": rule, "rows": erased},
          lambda d: click.echo(f"erased {d['rows']} rows (the row and its dependants)"))
 

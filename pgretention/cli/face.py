@@ -2,7 +2,8 @@
 KEY=VALUE arguments and the progress of a job.
 
 Commands print through :func:`emit` (JSON with ``--format json``, else their own rendering), ask
-through :func:`confirm`, connect through :func:`installed`, and take a point in time through
+through :func:`confirm`, connect through :func:`installed` (one statement: :func:`call`, one query:
+:func:`select`), and take a point in time through
 :data:`WHEN` (``--now`` through :func:`now_option`), made UTC by :func:`utc`.
 """
 
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pgretention.db import Conn, connect, rows, translated
+from pgretention.db import Conn, connect, one, rows, translated
 from pgretention.errors import InvalidInput, NotInstalled
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,6 +88,18 @@ def installed(ctx: Ctx, **kw: Any) -> Conn:
         conn.close()
         raise NotInstalled(f"pgretention is not installed in database {db[0] if db else '?'} (run `pgretention install`)")
     return conn
+
+
+def select(ctx: Ctx, query: str, params: Any = None, **kw: Any) -> list[dict[str, Any]]:
+    """The rows of one query, on a connection of its own (``kw``: as for :func:`installed`)."""
+    with installed(ctx, **kw) as conn:
+        return rows(conn, query, params)
+
+
+def call(ctx: Ctx, query: str, params: Any = None, **kw: Any) -> Any:
+    """Run one statement (a call of the SQL API) on a connection of its own; its first value."""
+    with installed(ctx, **kw) as conn:
+        return one(conn, query, params)
 
 
 # -- points in time ---------------------------------------------------------------------------------

@@ -12,8 +12,20 @@ from rich.progress import Progress, TaskID
 
 from pgretention import schedule
 from pgretention.cli.anonymiser import unruled_columns
-from pgretention.cli.face import Ctx, emit, installed, key_value, now_option, pass_ctx, run_job, table, utc
-from pgretention.db import one, rows, translated
+from pgretention.cli.face import (
+    Ctx,
+    call,
+    emit,
+    installed,
+    key_value,
+    now_option,
+    pass_ctx,
+    run_job,
+    select,
+    table,
+    utc,
+)
+from pgretention.db import rows, translated
 from pgretention.errors import InvalidInput
 from pgretention.human import age, size
 
@@ -49,8 +61,7 @@ def _parse_classes(specs: tuple[str, ...], members: tuple[str, ...]) -> dict[str
 def run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
     """Premake partitions, drop expired ones, purge default partitions (what the pg_cron job does)."""
     at = utc(ref)
-    with installed(ctx) as conn:
-        planned = rows(conn, "SELECT * FROM pgretention.plan(%s, %s)", [at, table_name])
+    planned = select(ctx, "SELECT * FROM pgretention.plan(%s, %s)", [at, table_name])
 
     def step(msg: str, progress: Progress, task: TaskID) -> None:
         if "dropped partition" in msg or "deleted" in msg or "finished pending" in msg:
@@ -67,8 +78,7 @@ def run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
 @pass_ctx
 def plan(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
     """What the next run would remove; changes nothing."""
-    with installed(ctx) as conn:
-        found = rows(conn, "SELECT * FROM pgretention.plan(%s, %s)", [utc(ref), table_name])
+    found = select(ctx, "SELECT * FROM pgretention.plan(%s, %s)", [utc(ref), table_name])
     emit(ctx, found, lambda r: table("pgretention plan", r) if r else click.echo("nothing to remove"))
 
 
@@ -148,15 +158,14 @@ def table_create(ctx: Ctx, name: str, columns: str, time_column: str, interval_:
                  archive_schema: str | None, layout: str | None, distribute_by: str | None) -> None:
     """Create a new managed, partitioned table."""
     cls = _parse_classes(classes, members)
-    with installed(ctx) as conn, translated():
-        tid = one(
-            conn, "SELECT pgretention.create_table(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
-            " p_premake => %s, p_time_zone => %s, p_min_drop_after => %s, p_max_drop_after => %s,"
-            " p_on_expiry => %s, p_archive_schema => %s, p_layout => %s, p_distribute_by => %s)",
-            [name, columns, time_column, interval_, Jsonb(cls), class_column, default_class, premake, time_zone,
-             min_drop_after, max_drop_after, "archive" if archive_schema else "drop", archive_schema,
-             layout, distribute_by],
-        )
+    tid = call(
+        ctx, "SELECT pgretention.create_table(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
+        " p_premake => %s, p_time_zone => %s, p_min_drop_after => %s, p_max_drop_after => %s,"
+        " p_on_expiry => %s, p_archive_schema => %s, p_layout => %s, p_distribute_by => %s)",
+        [name, columns, time_column, interval_, Jsonb(cls), class_column, default_class, premake, time_zone,
+         min_drop_after, max_drop_after, "archive" if archive_schema else "drop", archive_schema,
+         layout, distribute_by],
+    )
     emit(ctx, {"table": name, "id": tid, "classes": cls},
          lambda d: click.echo(f"created {d['table']} with classes {', '.join(d['classes'])}"))
 
@@ -175,9 +184,8 @@ def table_manage(ctx: Ctx, name: str, time_column: str, interval_: str, drop_aft
     cls: dict[str, Any] = {"default": {"drop_after": drop_after}}
     if anonymise_after:
         cls["default"]["anonymise_after"] = anonymise_after
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.manage_table(%s, %s, %s, %s, p_premake => %s)",
-                     [name, time_column, interval_, Jsonb(cls), premake])
+    call(ctx, "SELECT pgretention.manage_table(%s, %s, %s, %s, p_premake => %s)",
+              [name, time_column, interval_, Jsonb(cls), premake])
     emit(ctx, {"table": name}, lambda d: click.echo(f"{d['table']} is now managed"))
 
 
@@ -186,8 +194,7 @@ def table_manage(ctx: Ctx, name: str, time_column: str, interval_: str, drop_aft
 @pass_ctx
 def table_release(ctx: Ctx, name: str) -> None:
     """Stop managing a table (its data stays)."""
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.release_table(%s)", [name])
+    call(ctx, "SELECT pgretention.release_table(%s)", [name])
     emit(ctx, {"released": name}, lambda d: click.echo(f"released {d['released']}"))
 
 
@@ -206,9 +213,8 @@ def class_group() -> None:
 def class_add(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_after: str | None,
               members: tuple[str, ...]) -> None:
     """Add a retention class to a managed table."""
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.add_class(%s, %s, %s, %s, %s)",
-                     [table_name, name, drop_after, anonymise_after, list(members) or None])
+    call(ctx, "SELECT pgretention.add_class(%s, %s, %s, %s, %s)",
+              [table_name, name, drop_after, anonymise_after, list(members) or None])
     emit(ctx, {"table": table_name, "class": name}, lambda d: click.echo(f"added class {d['class']}"))
 
 
@@ -220,8 +226,7 @@ def class_add(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_a
 @pass_ctx
 def class_set(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_after: str | None) -> None:
     """Change a class's periods (a shorter period applies at the next run)."""
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.set_class(%s, %s, %s, %s)", [table_name, name, drop_after, anonymise_after])
+    call(ctx, "SELECT pgretention.set_class(%s, %s, %s, %s)", [table_name, name, drop_after, anonymise_after])
     emit(ctx, {"table": table_name, "class": name}, lambda d: click.echo(f"changed class {d['class']}"))
 
 
@@ -232,8 +237,7 @@ def class_set(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_a
 @pass_ctx
 def assign(ctx: Ctx, table_name: str, value: str, class_name: str) -> None:
     """Assign a class-column value (tenant, region) to a class."""
-    with installed(ctx) as conn, translated():
-        res = one(conn, "SELECT pgretention.assign_member(%s, %s, %s)", [table_name, value, class_name])
+    res = call(ctx, "SELECT pgretention.assign_member(%s, %s, %s)", [table_name, value, class_name])
     emit(ctx, {"result": res}, lambda d: click.echo(d["result"]))
 
 
@@ -245,8 +249,7 @@ def settings_group() -> None:
 @settings_group.command("show")
 @pass_ctx
 def settings_show(ctx: Ctx) -> None:
-    with installed(ctx) as conn:
-        found = rows(conn, "SELECT name, value, description FROM pgretention.setting ORDER BY name")
+    found = select(ctx, "SELECT name, value, description FROM pgretention.setting ORDER BY name")
     emit(ctx, found, lambda r: table("pgretention settings", r))
 
 

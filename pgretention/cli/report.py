@@ -12,7 +12,18 @@ from typing import Any
 import click
 
 from pgretention import report as rep
-from pgretention.cli.face import WHEN, Ctx, emit, installed, json_default, now_option, pass_ctx, table, utc
+from pgretention.cli.face import (
+    WHEN,
+    Ctx,
+    emit,
+    installed,
+    json_default,
+    now_option,
+    pass_ctx,
+    select,
+    table,
+    utc,
+)
 from pgretention.db import one, rows
 from pgretention.errors import InvalidInput, PgRetentionError
 
@@ -98,9 +109,8 @@ def audit_verify(ctx: Ctx) -> None:
 @pass_ctx
 def audit_show(ctx: Ctx, since: datetime | None, action: str | None, object_: str | None, limit: int) -> None:
     """The newest audit records."""
-    with installed(ctx) as conn:
-        records = rows(conn, "SELECT id, at, session_role, application, action, object, details, outcome"
-                             " FROM pgretention.audit_records(%s, %s, %s, %s)", [utc(since), action, object_, limit])
+    records = select(ctx, "SELECT id, at, session_role, application, action, object, details, outcome"
+                          " FROM pgretention.audit_records(%s, %s, %s, %s)", [utc(since), action, object_, limit])
 
     def render(rs: list[dict[str, Any]]) -> None:
         if not rs:

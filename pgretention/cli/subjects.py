@@ -15,12 +15,14 @@ from psycopg.types.json import Jsonb
 from pgretention.cli.face import (
     WHEN,
     Ctx,
+    call,
     emit,
     installed,
     json_default,
     key_value,
     now_option,
     pass_ctx,
+    select,
     table,
     utc,
 )
@@ -66,9 +68,8 @@ def subject_register(ctx: Ctx, table_name: str, columns: tuple[str, ...], tenant
     for a in anonymise:
         name, value = key_value("--anonymise", a, "COLUMN=VALUE or COLUMN=NULL")
         anon[name] = None if value.upper() == "NULL" else value
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.register_subject_table(%s, %s, %s, %s, %s, %s)",
-                     [table_name, Jsonb(cols), tenant_column, time_column, erasure, Jsonb(anon)])
+    call(ctx, "SELECT pgretention.register_subject_table(%s, %s, %s, %s, %s, %s)",
+              [table_name, Jsonb(cols), tenant_column, time_column, erasure, Jsonb(anon)])
     created = _create_indexes(ctx, table_name) if create_indexes else []
     emit(ctx, {"table": table_name, "columns": cols, "indexes": created},
          lambda d: click.echo(f"registered {d['table']}; {len(d['indexes'])} index statements run"))
@@ -100,8 +101,7 @@ def tenant_group() -> None:
 @click.argument("name")
 @pass_ctx
 def tenant_add(ctx: Ctx, name: str) -> None:
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.register_tenant(%s)", [name])
+    call(ctx, "SELECT pgretention.register_tenant(%s)", [name])
     emit(ctx, {"tenant": name}, lambda d: click.echo(f"tenant {d['tenant']} registered"))
 
 
@@ -121,9 +121,8 @@ def request_create(ctx: Ctx, kind: str, phone: tuple[str, ...], email: tuple[str
                    ip: tuple[str, ...], tenant: str | None, received: datetime | None, external_ref: str | None) -> None:
     """Record a request; prints its id."""
     ids = _identifiers(phone, email, account, ip)
-    with installed(ctx) as conn:
-        request = one(conn, "SELECT pgretention.request_create(%s, %s, %s, %s, %s)",
-                            [kind, Jsonb(ids), tenant, utc(received), external_ref])
+    request = call(ctx, "SELECT pgretention.request_create(%s, %s, %s, %s, %s)",
+                        [kind, Jsonb(ids), tenant, utc(received), external_ref])
     emit(ctx, {"request": request}, lambda d: click.echo(d["request"]))
 
 
@@ -199,8 +198,7 @@ def request_fulfil(ctx: Ctx, request_id: int, output: str | None, ref: datetime 
 @pass_ctx
 def request_extend(ctx: Ctx, request_id: int, until: datetime, reason: str) -> None:
     """Extend the deadline (at most two months past the due date)."""
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.request_extend(%s, %s, %s)", [request_id, utc(until), reason])
+    call(ctx, "SELECT pgretention.request_extend(%s, %s, %s)", [request_id, utc(until), reason])
     emit(ctx, {"request": request_id, "until": until}, lambda d: click.echo(f"request {request_id} due {until:%Y-%m-%d}"))
 
 
@@ -273,9 +271,8 @@ def hold_group() -> None:
 @pass_ctx
 def hold_set(ctx: Ctx, reason: str, reference: str, kind: str | None, value: str | None, table_name: str | None,
              class_name: str | None, from_: datetime | None, to: datetime | None, ends: datetime | None) -> None:
-    with installed(ctx) as conn:
-        hold = one(conn, "SELECT pgretention.hold_set(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                         [reason, reference, kind, value, table_name, class_name, utc(from_), utc(to), utc(ends)])
+    hold = call(ctx, "SELECT pgretention.hold_set(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                     [reason, reference, kind, value, table_name, class_name, utc(from_), utc(to), utc(ends)])
     emit(ctx, {"hold": hold}, lambda d: click.echo(d["hold"]))
 
 
@@ -283,17 +280,15 @@ def hold_set(ctx: Ctx, reason: str, reference: str, kind: str | None, value: str
 @click.argument("hold_id", type=int)
 @pass_ctx
 def hold_release(ctx: Ctx, hold_id: int) -> None:
-    with installed(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.hold_release(%s)", [hold_id])
+    call(ctx, "SELECT pgretention.hold_release(%s)", [hold_id])
     emit(ctx, {"released": hold_id}, lambda d: click.echo(f"hold {hold_id} released"))
 
 
 @hold_group.command("list")
 @pass_ctx
 def hold_list(ctx: Ctx) -> None:
-    with installed(ctx) as conn:
-        holds = rows(conn, "SELECT id, reason, reference, subject_kind, table_id, class_name, time_from, time_to,"
-                           " set_by, set_at, ends_at, released_at FROM pgretention.legal_hold ORDER BY id")
+    holds = select(ctx, "SELECT id, reason, reference, subject_kind, table_id, class_name, time_from, time_to,"
+                        " set_by, set_at, ends_at, released_at FROM pgretention.legal_hold ORDER BY id")
     emit(ctx, holds, lambda r: table("legal holds", r) if r else click.echo("no holds"))
 
 
