@@ -3,7 +3,8 @@
 A DSN (key/value or URI) or nothing at all: libpq then reads the ``PG*`` environment variables
 and service files (``PGSERVICE``, ``~/.pg_service.conf``). pgretention adds
 ``application_name=pgretention`` and a connect timeout unless the DSN sets them, and sets a
-statement timeout on the session. Driver errors become one-line :mod:`pgretention.errors`.
+statement timeout on the session. Driver errors become one-line :mod:`pgretention.errors`;
+:func:`rows` and :func:`one` read query results with that translation.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pgerr
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
 
 from pgretention.errors import ConnectionFailed, InvalidInput, PermissionDenied, PgRetentionError
 
@@ -133,3 +136,17 @@ def translated() -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise translate(exc) from exc
+
+
+def rows(conn: Conn, query: str | sql.SQL | sql.Composed, params: Any = None) -> list[dict[str, Any]]:
+    """Every row of ``query`` as a dict; driver errors become pgretention errors."""
+    with translated(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
+def one(conn: Conn, query: str | sql.SQL | sql.Composed, params: Any = None) -> Any:
+    """The first column of the first row of ``query`` (``None`` without a row)."""
+    with translated():
+        row = conn.execute(query, params).fetchone()
+    return None if row is None else row[0]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from benchmarks.__main__ import BENCHMARKS, OPT_IN, parse_args
-from pgretention import bench_cli
+from pgretention.cli import bench as bench_cli
 from tests.fix_db import ROOT
 
 

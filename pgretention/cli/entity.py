@@ -9,16 +9,24 @@ from datetime import datetime
 from typing import Any
 
 import click
-import psycopg
 from psycopg.types.json import Jsonb
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 
-from pgretention.cli import Ctx, confirm_or_abort, console, emit, pass_ctx, table
-from pgretention.commands import _conn, _rows
-from pgretention.db import translated
+from pgretention.cli.face import (
+    Ctx,
+    call,
+    confirm,
+    emit,
+    installed,
+    now_option,
+    pass_ctx,
+    run_job,
+    select,
+    table,
+    utc,
+)
+from pgretention.db import rows
 from pgretention.errors import InvalidInput
-
-DATETIME = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
 
 
 def _json_arg(name: str, value: str | None) -> Any:
@@ -28,10 +36,6 @@ def _json_arg(name: str, value: str | None) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"invalid JSON for {name}: {exc.msg} at character {exc.pos}") from exc
-
-
-def _ref(ref: datetime | None) -> str | None:
-    return ref.isoformat() + "+00:00" if ref else None
 
 
 @click.group("entity")
@@ -70,13 +74,12 @@ def rule_create(ctx: Ctx, name: str, table_name: str, key_column: str, activity:
     act = _json_arg("--activity", activity)
     anon = _json_arg("--anonymise", anonymise)
     deps = _json_arg("--dependants", dependants)
-    with _conn(ctx) as conn, translated():
-        row = conn.execute(
-            "SELECT pgretention.create_entity_rule(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [name, table_name, key_column, Jsonb(act), period, action, None if anon is None else Jsonb(anon),
-             Jsonb(deps if deps is not None else []), parent_column, exempt_column, notice_period],
-        ).fetchone()
-    emit(ctx, {"rule": name, "id": row[0] if row else None},
+    rule_id = call(
+        ctx, "SELECT pgretention.create_entity_rule(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [name, table_name, key_column, Jsonb(act), period, action, None if anon is None else Jsonb(anon),
+         Jsonb(deps if deps is not None else []), parent_column, exempt_column, notice_period],
+    )
+    emit(ctx, {"rule": name, "id": rule_id},
          lambda d: click.echo(f"created entity rule {d['rule']}"))
 
 
@@ -85,8 +88,7 @@ def rule_create(ctx: Ctx, name: str, table_name: str, key_column: str, activity:
 @pass_ctx
 def rule_drop(ctx: Ctx, name: str) -> None:
     """Drop an entity rule (its table is not touched)."""
-    with _conn(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.drop_entity_rule(%s)", [name])
+    call(ctx, "SELECT pgretention.drop_entity_rule(%s)", [name])
     emit(ctx, {"dropped": name}, lambda d: click.echo(f"dropped entity rule {d['dropped']}"))
 
 
@@ -94,76 +96,54 @@ def rule_drop(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def rule_list(ctx: Ctx) -> None:
     """Show the entity rules."""
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT rule_name AS rule, format('%I.%I', table_schema, table_name) AS table,"
-                           " key_column AS key, activity, period::text, action, anonymise, dependants,"
-                           " parent_column, exempt_column, notice_period::text, enabled"
-                           " FROM pgretention.entity_rule ORDER BY rule_name")
+    rules = select(ctx, "SELECT rule_name AS rule, format('%I.%I', table_schema, table_name) AS table,"
+                        " key_column AS key, activity, period::text, action, anonymise, dependants,"
+                        " parent_column, exempt_column, notice_period::text, enabled"
+                        " FROM pgretention.entity_rule ORDER BY rule_name")
 
     def render(rs: list[dict[str, Any]]) -> None:
         shown = [{**r, "activity": json.dumps(r["activity"]), "dependants": json.dumps(r["dependants"]),
                   "anonymise": json.dumps(r["anonymise"]) if r["anonymise"] else ""} for r in rs]
         table("entity rules", shown)
 
-    emit(ctx, rows, render)
+    emit(ctx, rules, render)
 
 
 @entity_group.command("run")
 @click.option("--rule", default=None, help="Only this rule.")
-@click.option("--now", "ref", type=DATETIME, default=None, help="Reference time (UTC) instead of now (simulations).")
+@now_option
 @pass_ctx
 def entity_run(ctx: Ctx, rule: str | None, ref: datetime | None) -> None:
     """Delete or anonymise expired rows in short batches (resumable; each batch audited)."""
-    notices: list[str] = []
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=ctx.fmt == "json" or not console.is_terminal) as progress:
-        task = progress.add_task("entity rules", total=None)
 
-        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-            msg = (diag.message_primary or "").removeprefix("pgretention: ")
-            notices.append(msg)
-            if " rows due" in msg:
-                due = int(msg.split(": ", 1)[1].split(" ", 1)[0])
-                progress.update(task, total=due, completed=0, description=msg.split(":", 1)[0])
-            elif " of " in msg and " due)" in msg:
-                done = int(msg.rsplit("(", 1)[1].split(" ")[2])
-                progress.update(task, completed=done)
+    def step(msg: str, progress: Progress, task: TaskID) -> None:
+        if " rows due" in msg:
+            due = int(msg.split(": ", 1)[1].split(" ", 1)[0])
+            progress.update(task, total=due, completed=0, description=msg.split(":", 1)[0])
+        elif " of " in msg and " due)" in msg:
+            done = int(msg.rsplit("(", 1)[1].split(" ")[2])
+            progress.update(task, completed=done)
 
-        with _conn(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
-            conn.execute("CALL pgretention.run_entities(p_now => %s, p_rule => %s, p_runner => 'cli')",
-                         [_ref(ref), rule])
-            last = _rows(conn, "SELECT id, status, started_at, finished_at, summary, message FROM pgretention.job_run"
-                               " WHERE summary ->> 'engine' = 'entity' ORDER BY id DESC LIMIT 1")
-    result = {"run": last[0] if last else None, "messages": notices}
-
-    def render(d: dict[str, Any]) -> None:
-        for n in d["messages"]:
-            click.echo(n)
-
-    emit(ctx, result, render)
-    if last and last[0]["status"] == "failed":
-        raise click.exceptions.Exit(1)
+    run_job(ctx, "CALL pgretention.run_entities(p_now => %s, p_rule => %s, p_runner => 'cli')", [utc(ref), rule],
+            engine="entity", label="entity rules", total=None, step=step)
 
 
 @entity_group.command("plan")
 @click.option("--rule", default=None)
-@click.option("--now", "ref", type=DATETIME, default=None)
+@now_option
 @pass_ctx
 def entity_plan(ctx: Ctx, rule: str | None, ref: datetime | None) -> None:
     """What the next entity run would do; changes nothing."""
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT * FROM pgretention.entity_plan(%s, %s)", [_ref(ref), rule])
-    emit(ctx, rows, lambda r: table("pgretention entity plan", r))
+    found = select(ctx, "SELECT * FROM pgretention.entity_plan(%s, %s)", [utc(ref), rule])
+    emit(ctx, found, lambda r: table("pgretention entity plan", r))
 
 
 @entity_group.command("status")
-@click.option("--now", "ref", type=DATETIME, default=None)
+@now_option
 @pass_ctx
 def entity_status(ctx: Ctx, ref: datetime | None) -> None:
     """Per rule: rows, expired, exempt, in notice, deleted and anonymised so far, last error."""
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT * FROM pgretention.entity_status(%s)", [_ref(ref)])
+    found = select(ctx, "SELECT * FROM pgretention.entity_status(%s)", [utc(ref)])
 
     def render(rs: list[dict[str, Any]]) -> None:
         shown = [{"rule": r["rule_name"], "table": r["table_name"], "action": r["action"],
@@ -174,7 +154,7 @@ def entity_status(ctx: Ctx, ref: datetime | None) -> None:
                   "error": r["last_error"] or ""} for r in rs]
         table("pgretention entity status", shown)
 
-    emit(ctx, rows, render)
+    emit(ctx, found, render)
 
 
 @entity_group.command("notices")
@@ -184,24 +164,24 @@ def entity_status(ctx: Ctx, ref: datetime | None) -> None:
 @pass_ctx
 def entity_notices(ctx: Ctx, rule: str | None, parent_key: str | None, as_csv: bool) -> None:
     """Rows that will be deleted once their notice period is over, per parent (reseller)."""
-    with _conn(ctx) as conn:
-        if rule is not None and not _rows(conn, "SELECT 1 FROM pgretention.entity_rule WHERE rule_name = %s", [rule]):
+    with installed(ctx) as conn:
+        if rule is not None and not rows(conn, "SELECT 1 FROM pgretention.entity_rule WHERE rule_name = %s", [rule]):
             raise InvalidInput(f"entity rule {rule!r} does not exist")
-        rows = _rows(conn, "SELECT rule_name AS rule, parent_key, key, first_listed_at, expires_at, deletion_from"
-                           " FROM pgretention.entity_notices WHERE (%s::text IS NULL OR rule_name = %s)"
-                           " AND (%s::text IS NULL OR parent_key = %s)"
-                           " ORDER BY rule_name, parent_key NULLS FIRST, deletion_from, key",
-                           [rule, rule, parent_key, parent_key])
+        notices = rows(conn, "SELECT rule_name AS rule, parent_key, key, first_listed_at, expires_at, deletion_from"
+                             " FROM pgretention.entity_notices WHERE (%s::text IS NULL OR rule_name = %s)"
+                             " AND (%s::text IS NULL OR parent_key = %s)"
+                             " ORDER BY rule_name, parent_key NULLS FIRST, deletion_from, key",
+                             [rule, rule, parent_key, parent_key])
     if as_csv:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["rule", "parent_key", "key", "first_listed_at", "expires_at", "deletion_from"])
-        for r in rows:
+        for r in notices:
             writer.writerow([r["rule"], r["parent_key"] or "", r["key"], r["first_listed_at"].isoformat(),
                              r["expires_at"].isoformat(), r["deletion_from"].isoformat()])
         click.echo(buf.getvalue(), nl=False)
         return
-    emit(ctx, rows, lambda rs: table("pgretention entity notices", rs))
+    emit(ctx, notices, lambda rs: table("pgretention entity notices", rs))
 
 
 @entity_group.command("erase")
@@ -211,15 +191,10 @@ def entity_notices(ctx: Ctx, rule: str | None, parent_key: str | None, as_csv: b
 @pass_ctx
 def entity_erase(ctx: Ctx, rule: str, key: str, yes: bool) -> None:
     """Erase one row now with its dependants (self-service deletion): irreversible."""
-    confirm_or_abort(yes, f"Erase the row with key {key} of rule {rule} and everything it owns?")
-    with _conn(ctx) as conn, translated():
-        row = conn.execute("SELECT pgretention.erase_entity(%s, %s)", [rule, key]).fetchone()
-    emit(ctx, {"rule": rule, "rows": row[0] if row else 0},
+    confirm(yes, f"Erase the row with key {key} of rule {rule} and everything it owns?")
+    erased = call(ctx, "SELECT pgretention.erase_entity(%s, %s)", [rule, key])
+    emit(ctx, {"rule": rule, "rows": erased},
          lambda d: click.echo(f"erased {d['rows']} rows (the row and its dependants)"))
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(entity_group)
-
-
-__all__ = ["register"]
+COMMANDS = (entity_group,)

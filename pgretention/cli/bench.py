@@ -15,7 +15,7 @@ import click
 
 from pgretention.errors import InvalidInput
 
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def benchmarks_dir() -> Path | None:
@@ -56,8 +56,4 @@ def bench(scale: float | None, only: tuple[str, ...], bench_dsn: str | None, out
         raise click.exceptions.Exit(code)
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(bench)
-
-
-__all__ = ["register", "bench", "benchmarks_dir"]
+COMMANDS = (bench,)

@@ -1,4 +1,4 @@
-"""``pgretention tune``: partition interval advice from the table's real growth (sql/functions/tune.sql)."""
+"""``pgretention tune``: partition interval advice from the table's real growth (the SQL function ``tune``)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Any
 import click
 import psycopg
 
-from pgretention.cli import Ctx, emit, pass_ctx, table
-from pgretention.commands import _age, _conn, _rows, _size
-from pgretention.db import translated
+from pgretention.cli.face import Ctx, emit, installed, pass_ctx, table
+from pgretention.db import one, rows
 from pgretention.errors import InvalidInput
+from pgretention.human import age, size
 
 
-def _recommendation(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    chosen = [r for r in rows if r["table_choice"]]
+def _recommendation(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    chosen = [r for r in candidates if r["table_choice"]]
     if not chosen:
         return None
     interval: timedelta = chosen[0]["candidate"]
@@ -36,35 +36,33 @@ def _recommendation(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def tune(ctx: Ctx, table_name: str, rows_per_day: int | None, row_bytes: int | None, max_overshoot: str | None,
          apply_: bool) -> None:
     """Recommend a partition interval (and premake) per class: overshoot, partition count, purge cost."""
-    with _conn(ctx) as conn:
+    with installed(ctx) as conn:
         if max_overshoot is not None:
             try:
                 conn.execute("SELECT %s::interval", [max_overshoot])
             except psycopg.errors.DataError as exc:
                 raise InvalidInput(f"invalid --max-overshoot {max_overshoot!r}: expected an interval such as "
                                    "'2 days'") from exc
-        rows = _rows(conn, "SELECT * FROM pgretention.tune(%s, %s, %s, %s::interval)",
-                     [table_name, rows_per_day, row_bytes, max_overshoot])
-        rec = _recommendation(rows)
+        candidates = rows(conn, "SELECT * FROM pgretention.tune(%s, %s, %s, %s::interval)",
+                                [table_name, rows_per_day, row_bytes, max_overshoot])
+        rec = _recommendation(candidates)
         applied: dict[str, Any] | None = None
         if apply_:
             if rec is None:
                 raise InvalidInput(f"no candidate interval fits every class of {table_name} (see the table): "
                                    "nothing changed; allow a longer --max-overshoot")
-            with translated():
-                res = conn.execute("SELECT pgretention.set_partition_interval(%s, %s, %s)",
-                                   [table_name, f"{int(rec['interval'].total_seconds())} seconds"
-                                    if rec["interval"] < timedelta(days=28) else "1 month", rec["premake"]]).fetchone()
-            applied = res[0] if res else None
-    data = {"table": table_name, "candidates": rows, "recommendation": rec, "applied": applied}
+            applied = one(conn, "SELECT pgretention.set_partition_interval(%s, %s, %s)",
+                                [table_name, f"{int(rec['interval'].total_seconds())} seconds"
+                           if rec["interval"] < timedelta(days=28) else "1 month", rec["premake"]])
+    data = {"table": table_name, "candidates": candidates, "recommendation": rec, "applied": applied}
 
     def render(d: dict[str, Any]) -> None:
         shown = [
             {
-                "class": r["class_name"], "drop after": _age(r["drop_after"]), "rows/day": f"{r['rows_per_day']:,}",
-                "row B": r["row_bytes"], "interval": _age(r["candidate"]), "premake": r["premake"],
-                "worst overshoot": _age(r["worst_case_overshoot"]), "partitions": r["partitions_alive"],
-                "partition": f"{r['partition_rows']:,} rows, {_size(r['partition_bytes'])}",
+                "class": r["class_name"], "drop after": age(r["drop_after"]), "rows/day": f"{r['rows_per_day']:,}",
+                "row B": r["row_bytes"], "interval": age(r["candidate"]), "premake": r["premake"],
+                "worst overshoot": age(r["worst_case_overshoot"]), "partitions": r["partitions_alive"],
+                "partition": f"{r['partition_rows']:,} rows, {size(r['partition_bytes'])}",
                 "purge/run": f"{r['drops_per_run']} x {r['drop_ms_per_partition']} ms",
                 "fits": ("" if r["fits_overshoot"] else "overshoot ") + ("" if r["fits_count"] else "count")
                 or "yes",
@@ -77,8 +75,8 @@ def tune(ctx: Ctx, table_name: str, rows_per_day: int | None, row_bytes: int | N
         if d["recommendation"] is None:
             click.echo("no candidate interval fits every class: allow a longer --max-overshoot")
         else:
-            click.echo(f"recommended: interval {_age(d['recommendation']['interval'])}, premake "
-                       f"{d['recommendation']['premake']} (now: {_age(current['current_interval'])}, premake "
+            click.echo(f"recommended: interval {age(d['recommendation']['interval'])}, premake "
+                       f"{d['recommendation']['premake']} (now: {age(current['current_interval'])}, premake "
                        f"{current['current_premake']})")
         if d["applied"] is not None:
             a = d["applied"]
@@ -91,8 +89,4 @@ def tune(ctx: Ctx, table_name: str, rows_per_day: int | None, row_bytes: int | N
     emit(ctx, data, render)
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(tune)
-
-
-__all__ = ["register", "tune"]
+COMMANDS = (tune,)

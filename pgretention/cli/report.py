@@ -5,23 +5,27 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pgretention import report as rep
-from pgretention.cli import Ctx, _default, emit, pass_ctx, table
-from pgretention.commands import _conn, _rows
-from pgretention.db import translated
+from pgretention.cli.face import (
+    WHEN,
+    Ctx,
+    emit,
+    installed,
+    json_default,
+    now_option,
+    pass_ctx,
+    select,
+    table,
+    utc,
+)
+from pgretention.db import one, rows
 from pgretention.errors import InvalidInput, PgRetentionError
-
-DATE = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"])
-
-
-def _utc(d: datetime | None) -> datetime | None:
-    return None if d is None else d.replace(tzinfo=d.tzinfo or timezone.utc)
 
 
 def _write(path: Path, text: str) -> None:
@@ -46,18 +50,18 @@ def _write(path: Path, text: str) -> None:
               help="Output format (default: text, or json with the global --format json).")
 @click.option("--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report to this file instead of standard output.")
-@click.option("--now", "ref", type=DATE, default=None, help="Reference time (UTC) instead of the current time.")
+@now_option
 @click.option("--check", is_flag=True, help="Exit with status 1 when the report has violations.")
 @pass_ctx
 def report_cmd(ctx: Ctx, out_format: str | None, output: Path | None, ref: datetime | None, check: bool) -> None:
     """Compliance report: promises per table and class, rows past their period, jobs, audit trail."""
     fmt = out_format or ("json" if ctx.fmt == "json" else "text")
-    with _conn(ctx) as conn:
-        data = rep.collect(conn, ctx.dsn, _utc(ref))
+    with installed(ctx) as conn:
+        data = rep.collect(conn, ctx.dsn, utc(ref))
     if fmt == "html":
         text = rep.render_html(data)
     elif fmt == "json":
-        text = json.dumps(data, default=_default, indent=2) + "\n"
+        text = json.dumps(data, default=json_default, indent=2) + "\n"
     else:
         text = ""
     if output is not None:
@@ -87,8 +91,8 @@ def audit_group() -> None:
 @pass_ctx
 def audit_verify(ctx: Ctx) -> None:
     """Walk the hash chain; name the first record that was changed, removed or moved."""
-    with _conn(ctx) as conn:
-        row = _rows(conn, "SELECT * FROM pgretention.verify_audit()")[0]
+    with installed(ctx) as conn:
+        row = rows(conn, "SELECT * FROM pgretention.verify_audit()")[0]
 
     if not row["ok"]:
         if ctx.fmt == "json":
@@ -98,16 +102,15 @@ def audit_verify(ctx: Ctx) -> None:
 
 
 @audit_group.command("show")
-@click.option("--since", type=DATE, default=None, help="Records from this time (UTC) on.")
+@click.option("--since", type=WHEN, default=None, help="Records from this time (UTC) on.")
 @click.option("--action", default=None, help="Only this action, or a prefix such as 'partition'.")
 @click.option("--object", "object_", default=None, help="Only records about this object (e.g. public.cdr).")
 @click.option("--limit", default=50, show_default=True, type=int, help="The newest N records.")
 @pass_ctx
 def audit_show(ctx: Ctx, since: datetime | None, action: str | None, object_: str | None, limit: int) -> None:
     """The newest audit records."""
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT id, at, session_role, application, action, object, details, outcome"
-                           " FROM pgretention.audit_records(%s, %s, %s, %s)", [_utc(since), action, object_, limit])
+    records = select(ctx, "SELECT id, at, session_role, application, action, object, details, outcome"
+                          " FROM pgretention.audit_records(%s, %s, %s, %s)", [utc(since), action, object_, limit])
 
     def render(rs: list[dict[str, Any]]) -> None:
         if not rs:
@@ -119,17 +122,16 @@ def audit_show(ctx: Ctx, since: datetime | None, action: str | None, object_: st
             "details": json.dumps(r["details"], separators=(",", ":"))[:120], "outcome": r["outcome"],
         } for r in rs])
 
-    emit(ctx, rows, render)
+    emit(ctx, records, render)
 
 
 @audit_group.command("trim")
-@click.option("--now", "ref", type=DATE, default=None, help="Reference time (UTC) instead of the current time.")
+@now_option
 @pass_ctx
 def audit_trim(ctx: Ctx, ref: datetime | None) -> None:
     """Apply the audit log's own retention (setting audit_keep, 5 years), leaving a checkpoint record."""
-    with _conn(ctx) as conn, translated():
-        row = conn.execute("SELECT pgretention.audit_retention(%s)", [_utc(ref)]).fetchone()
-    removed = int(row[0]) if row else 0
+    with installed(ctx) as conn:
+        removed = int(one(conn, "SELECT pgretention.audit_retention(%s)", [utc(ref)]))
     emit(ctx, {"removed": removed},
          lambda d: click.echo(f"removed {d['removed']} audit records older than audit_keep"
                               + ("; a checkpoint record keeps the chain verifiable" if d["removed"] else "")))
@@ -141,7 +143,7 @@ def audit_trim(ctx: Ctx, ref: datetime | None) -> None:
 @pass_ctx
 def metrics_cmd(ctx: Ctx, textfile: Path | None) -> None:
     """Metrics in the Prometheus text format."""
-    with _conn(ctx) as conn:
+    with installed(ctx) as conn:
         text = rep.prometheus_text(conn)
     if textfile is None:
         click.echo(text, nl=False)
@@ -151,9 +153,4 @@ def metrics_cmd(ctx: Ctx, textfile: Path | None) -> None:
     _write(textfile, text)
 
 
-def register(cli: click.Group) -> None:
-    for cmd in (report_cmd, audit_group, metrics_cmd):
-        cli.add_command(cmd)
-
-
-__all__ = ["register"]
+COMMANDS = (report_cmd, audit_group, metrics_cmd)

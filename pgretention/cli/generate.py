@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import click
 
 from pgretention import generator
-from pgretention.cli import Ctx, emit, pass_ctx
+from pgretention.cli.face import Ctx, emit, pass_ctx
 from pgretention.db import build_conninfo, translated
 from pgretention.errors import InvalidInput
 
@@ -60,8 +60,4 @@ def generate(ctx: Ctx, table_name: str, days: int, rows_per_day: int, start: dat
         f"-{d['last_id']}) in {d['seconds']:.1f}s, {d['rows_per_second']:,} rows/s"))
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(generate)
-
-
-__all__ = ["register", "generate"]
+COMMANDS = (generate,)

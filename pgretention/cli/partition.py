@@ -1,40 +1,37 @@
-"""Engine commands: run, plan, status, table/class/member policy, settings, schedule."""
+"""Commands of the partition engine: run, plan, status, managed tables, classes, members, settings."""
 
 from __future__ import annotations
 
-import importlib
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
-import psycopg
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 
 from pgretention import schedule
-from pgretention.cli import Ctx, console, emit, pass_ctx, table
-from pgretention.db import Conn, connect, translated
-from pgretention.errors import InvalidInput, NotInstalled
+from pgretention.cli.anonymiser import unruled_columns
+from pgretention.cli.face import (
+    Ctx,
+    call,
+    emit,
+    installed,
+    key_value,
+    now_option,
+    pass_ctx,
+    run_job,
+    select,
+    table,
+    utc,
+)
+from pgretention.db import rows, translated
+from pgretention.errors import InvalidInput
+from pgretention.human import age, size
 
+# NAME:DROP_AFTER[:ANONYMISE_AFTER]. The name part repeats SQL's _check_class_name so that a bad
+# --class is refused in one message that names the option and the form (the SQL message names the class).
 CLASS_SPEC = re.compile(r"^([a-z][a-z0-9_]{0,29}):([^:]+)(?::([^:]+))?$")
-
-
-def _conn(ctx: Ctx, **kw: Any) -> Conn:
-    conn = connect(ctx.dsn, **kw)
-    row = conn.execute("SELECT to_regclass('pgretention.managed_table')").fetchone()
-    if row is None or row[0] is None:
-        db = conn.execute("SELECT current_database()").fetchone()
-        conn.close()
-        raise NotInstalled(f"pgretention is not installed in database {db[0] if db else '?'} (run `pgretention install`)")
-    return conn
-
-
-def _rows(conn: Conn, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with translated(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
 
 
 def _parse_classes(specs: tuple[str, ...], members: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -48,108 +45,62 @@ def _parse_classes(specs: tuple[str, ...], members: tuple[str, ...]) -> dict[str
             d["anonymise_after"] = m.group(3)
         classes[m.group(1)] = d
     for item in members:
-        value, sep, cls = item.rpartition("=")
-        if not sep or not value or cls not in classes:
-            raise InvalidInput(f"invalid --member {item!r}: expected VALUE=CLASS with a class given by --class")
+        value, cls = key_value("--member", item, "VALUE=CLASS with a class given by --class", last=True,
+                               valid=lambda v, c: bool(v) and c in classes)
         classes[cls].setdefault("members", []).append(value)
     if not classes:
         raise InvalidInput("at least one --class NAME:DROP_AFTER is needed")
     return classes
 
 
-def _age(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, timedelta):
-        days, secs = v.days, v.seconds
-        if days and secs:
-            return f"{days}d {secs // 3600}h"
-        return f"{days}d" if days else f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
-    return str(v)
-
-
-def _size(n: Any) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
-
-
 # -- run / plan / status ---------------------------------------------------------------------
 @click.command()
 @click.option("--table", "table_name", default=None, help="Only this managed table.")
-@click.option("--now", "ref", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
-              default=None, help="Reference time (UTC) instead of the current time (simulations).")
+@now_option
 @pass_ctx
 def run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
     """Premake partitions, drop expired ones, purge default partitions (what the pg_cron job does)."""
-    ref_s = ref.isoformat() + "+00:00" if ref else None
-    with _conn(ctx) as conn:
-        planned = _rows(conn, "SELECT * FROM pgretention.plan(%s, %s)", [ref_s, table_name])
-    notices: list[str] = []
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=ctx.fmt == "json" or not console.is_terminal) as progress:
-        task = progress.add_task("purging", total=max(len(planned), 1))
+    at = utc(ref)
+    planned = select(ctx, "SELECT * FROM pgretention.plan(%s, %s)", [at, table_name])
 
-        def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-            msg = diag.message_primary or ""
-            notices.append(msg)
-            if "dropped partition" in msg or "deleted" in msg or "finished pending" in msg:
-                progress.advance(task)
-                progress.update(task, description=msg.removeprefix("pgretention: ")[:60])
+    def step(msg: str, progress: Progress, task: TaskID) -> None:
+        if "dropped partition" in msg or "deleted" in msg or "finished pending" in msg:
+            progress.advance(task)
+            progress.update(task, description=msg[:60])
 
-        with _conn(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
-            conn.execute("CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'cli')", [ref_s, table_name])
-            last = _rows(conn, "SELECT id, status, started_at, finished_at, summary, message FROM pgretention.job_run"
-                               " ORDER BY id DESC LIMIT 1")
-    result = {"run": last[0] if last else None, "messages": notices}
-
-    def render(d: dict[str, Any]) -> None:
-        for n in d["messages"]:
-            click.echo(n)
-
-    emit(ctx, result, render)
-    if last and last[0]["status"] == "failed":
-        raise click.exceptions.Exit(1)
+    run_job(ctx, "CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'cli')", [at, table_name],
+            engine=None, label="purging", total=max(len(planned), 1), step=step, keep_prefix=True)
 
 
 @click.command()
 @click.option("--table", "table_name", default=None)
-@click.option("--now", "ref", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None)
+@now_option
 @pass_ctx
 def plan(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
     """What the next run would remove; changes nothing."""
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT * FROM pgretention.plan(%s, %s)",
-                     [ref.isoformat() + "+00:00" if ref else None, table_name])
-    emit(ctx, rows, lambda r: table("pgretention plan", r) if r else click.echo("nothing to remove"))
+    found = select(ctx, "SELECT * FROM pgretention.plan(%s, %s)", [utc(ref), table_name])
+    emit(ctx, found, lambda r: table("pgretention plan", r) if r else click.echo("nothing to remove"))
 
 
 @click.command()
-@click.option("--now", "ref", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None)
+@now_option
 @pass_ctx
 def status(ctx: Ctx, ref: datetime | None) -> None:
     """Retention, overshoot, oldest row, partitions, default rows, last and next run per table and class."""
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT * FROM pgretention.status(%s)", [ref.isoformat() + "+00:00" if ref else None])
-        unruled = _rows(conn, "SELECT format('%I.%I', m.table_schema, m.table_name) AS table_name,"
-                              " pgretention.anon_unruled_columns(m.id) AS columns FROM pgretention.managed_table m")
+    with installed(ctx) as conn:
+        found = rows(conn, "SELECT * FROM pgretention.status(%s)", [utc(ref)])
+        unruled = unruled_columns(conn)
     job = schedule.job_state(ctx.dsn)
-    data = {"tables": rows, "schedule": job,
-            "columns_without_anonymisation_rule": {u["table_name"]: u["columns"] for u in unruled if u["columns"]}}
+    data = {"tables": found, "schedule": job,
+            "columns_without_anonymisation_rule": {u["table_name"]: u["columns"] for u in unruled}}
 
     def render(d: dict[str, Any]) -> None:
         shown = [
             {
-                "table": r["table_name"], "class": r["class_name"], "drop after": _age(r["drop_after"]),
-                "partition": _age(r["partition_interval"]), "worst overshoot": _age(r["worst_case_overshoot"]),
-                "partitions": r["partitions"], "size": _size(r["total_bytes"]),
-                "oldest row age": _age(r["oldest_row_age"]), "expired parts": r["expired_partitions"],
+                "table": r["table_name"], "class": r["class_name"], "drop after": age(r["drop_after"]),
+                "partition": age(r["partition_interval"]), "worst overshoot": age(r["worst_case_overshoot"]),
+                "partitions": r["partitions"], "size": size(r["total_bytes"]),
+                "oldest row age": age(r["oldest_row_age"]), "expired parts": r["expired_partitions"],
                 "default rows": f"{r['default_rows']} ({r['expired_default_rows']} expired)",
                 "no time": r["null_time_rows"], "pending": r["pending_ops"],
                 "last run": r["last_run_status"] or "never",
@@ -207,16 +158,15 @@ def table_create(ctx: Ctx, name: str, columns: str, time_column: str, interval_:
                  archive_schema: str | None, layout: str | None, distribute_by: str | None) -> None:
     """Create a new managed, partitioned table."""
     cls = _parse_classes(classes, members)
-    with _conn(ctx) as conn, translated():
-        tid = conn.execute(
-            "SELECT pgretention.create_table(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
-            " p_premake => %s, p_time_zone => %s, p_min_drop_after => %s, p_max_drop_after => %s,"
-            " p_on_expiry => %s, p_archive_schema => %s, p_layout => %s, p_distribute_by => %s)",
-            [name, columns, time_column, interval_, Jsonb(cls), class_column, default_class, premake, time_zone,
-             min_drop_after, max_drop_after, "archive" if archive_schema else "drop", archive_schema,
-             layout, distribute_by],
-        ).fetchone()
-    emit(ctx, {"table": name, "id": tid[0] if tid else None, "classes": cls},
+    tid = call(
+        ctx, "SELECT pgretention.create_table(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
+        " p_premake => %s, p_time_zone => %s, p_min_drop_after => %s, p_max_drop_after => %s,"
+        " p_on_expiry => %s, p_archive_schema => %s, p_layout => %s, p_distribute_by => %s)",
+        [name, columns, time_column, interval_, Jsonb(cls), class_column, default_class, premake, time_zone,
+         min_drop_after, max_drop_after, "archive" if archive_schema else "drop", archive_schema,
+         layout, distribute_by],
+    )
+    emit(ctx, {"table": name, "id": tid, "classes": cls},
          lambda d: click.echo(f"created {d['table']} with classes {', '.join(d['classes'])}"))
 
 
@@ -234,9 +184,8 @@ def table_manage(ctx: Ctx, name: str, time_column: str, interval_: str, drop_aft
     cls: dict[str, Any] = {"default": {"drop_after": drop_after}}
     if anonymise_after:
         cls["default"]["anonymise_after"] = anonymise_after
-    with _conn(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.manage_table(%s, %s, %s, %s, p_premake => %s)",
-                     [name, time_column, interval_, Jsonb(cls), premake])
+    call(ctx, "SELECT pgretention.manage_table(%s, %s, %s, %s, p_premake => %s)",
+              [name, time_column, interval_, Jsonb(cls), premake])
     emit(ctx, {"table": name}, lambda d: click.echo(f"{d['table']} is now managed"))
 
 
@@ -245,8 +194,7 @@ def table_manage(ctx: Ctx, name: str, time_column: str, interval_: str, drop_aft
 @pass_ctx
 def table_release(ctx: Ctx, name: str) -> None:
     """Stop managing a table (its data stays)."""
-    with _conn(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.release_table(%s)", [name])
+    call(ctx, "SELECT pgretention.release_table(%s)", [name])
     emit(ctx, {"released": name}, lambda d: click.echo(f"released {d['released']}"))
 
 
@@ -265,9 +213,8 @@ def class_group() -> None:
 def class_add(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_after: str | None,
               members: tuple[str, ...]) -> None:
     """Add a retention class to a managed table."""
-    with _conn(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.add_class(%s, %s, %s, %s, %s)",
-                     [table_name, name, drop_after, anonymise_after, list(members) or None])
+    call(ctx, "SELECT pgretention.add_class(%s, %s, %s, %s, %s)",
+              [table_name, name, drop_after, anonymise_after, list(members) or None])
     emit(ctx, {"table": table_name, "class": name}, lambda d: click.echo(f"added class {d['class']}"))
 
 
@@ -279,8 +226,7 @@ def class_add(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_a
 @pass_ctx
 def class_set(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_after: str | None) -> None:
     """Change a class's periods (a shorter period applies at the next run)."""
-    with _conn(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.set_class(%s, %s, %s, %s)", [table_name, name, drop_after, anonymise_after])
+    call(ctx, "SELECT pgretention.set_class(%s, %s, %s, %s)", [table_name, name, drop_after, anonymise_after])
     emit(ctx, {"table": table_name, "class": name}, lambda d: click.echo(f"changed class {d['class']}"))
 
 
@@ -291,9 +237,8 @@ def class_set(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_a
 @pass_ctx
 def assign(ctx: Ctx, table_name: str, value: str, class_name: str) -> None:
     """Assign a class-column value (tenant, region) to a class."""
-    with _conn(ctx) as conn, translated():
-        res = conn.execute("SELECT pgretention.assign_member(%s, %s, %s)", [table_name, value, class_name]).fetchone()
-    emit(ctx, {"result": res[0] if res else None}, lambda d: click.echo(d["result"]))
+    res = call(ctx, "SELECT pgretention.assign_member(%s, %s, %s)", [table_name, value, class_name])
+    emit(ctx, {"result": res}, lambda d: click.echo(d["result"]))
 
 
 @click.group("settings")
@@ -304,9 +249,8 @@ def settings_group() -> None:
 @settings_group.command("show")
 @pass_ctx
 def settings_show(ctx: Ctx) -> None:
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT name, value, description FROM pgretention.setting ORDER BY name")
-    emit(ctx, rows, lambda r: table("pgretention settings", r))
+    found = select(ctx, "SELECT name, value, description FROM pgretention.setting ORDER BY name")
+    emit(ctx, found, lambda r: table("pgretention settings", r))
 
 
 @settings_group.command("set")
@@ -314,7 +258,7 @@ def settings_show(ctx: Ctx) -> None:
 @click.argument("value")
 @pass_ctx
 def settings_set(ctx: Ctx, name: str, value: str) -> None:
-    with _conn(ctx) as conn, translated():
+    with installed(ctx) as conn, translated():
         if name == "schedule":
             schedule.validate(value)
             conn.execute("SELECT pgretention.set_setting('schedule_max_gap', %s)", [schedule.max_gap(value)])
@@ -325,30 +269,4 @@ def settings_set(ctx: Ctx, name: str, value: str) -> None:
     emit(ctx, {"setting": name, "value": value, "message": msg}, lambda d: click.echo(d["message"]))
 
 
-# Each engine keeps its commands in a module of its own with a ``register(cli)`` function.
-ENGINE_CLI_MODULES = (
-    "pgretention.entity_cli",
-    "pgretention.report_cli",
-    "pgretention.adopt_cli",
-    "pgretention.subject_cli",
-    "pgretention.anon_cli",
-    "pgretention.generate_cli",
-    "pgretention.tune_cli",
-    "pgretention.bench_cli",
-)
-
-
-def register(cli: click.Group) -> None:
-    for cmd in (run, plan, status, table_group, class_group, assign, settings_group):
-        cli.add_command(cmd)
-    for name in ENGINE_CLI_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(cli)
-
-
-__all__ = ["register"]
+COMMANDS = (run, plan, status, table_group, class_group, assign, settings_group)

@@ -1,4 +1,4 @@
-"""Commands of online adoption: adopt, unadopt, adopt-cancel, adoptions (sql/functions/adopt.sql)."""
+"""Commands of online adoption: adopt, unadopt, adopt-cancel, adoptions."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import click
 import psycopg
 from psycopg import sql
 
-from pgretention.cli import Ctx, confirm_or_abort, emit, pass_ctx, table
-from pgretention.commands import _conn, _rows
-from pgretention.db import translated
+from pgretention.cli.face import NOTICE_PREFIX, Ctx, call, confirm, emit, installed, pass_ctx, select, table
+from pgretention.db import rows, translated
 
 KEY_CHOICES = {"local": "local", "add-time": "add_time"}
 
@@ -35,31 +34,30 @@ def adopt(ctx: Ctx, name: str, time_column: str, drop_after: str, interval_: str
     key_sql = KEY_CHOICES[key] if key else None
     args = [name, time_column, drop_after, interval_, premake, time_zone, key_sql, class_column]
     if dry_run:
-        with _conn(ctx) as conn:
-            steps = _rows(conn, "SELECT * FROM pgretention.adopt_plan(%s, %s, %s, %s, %s, %s, %s, %s)", args)
+        steps = select(ctx, "SELECT * FROM pgretention.adopt_plan(%s, %s, %s, %s, %s, %s, %s, %s)", args)
         emit(ctx, {"table": name, "dry_run": True, "steps": steps},
              lambda d: table(f"pgretention adopt {d['table']} (dry run: nothing changed)", d["steps"]))
         return
     notices: list[str] = []
 
     def on_notice(diag: psycopg.errors.Diagnostic) -> None:
-        notices.append((diag.message_primary or "").removeprefix("pgretention: "))
+        notices.append((diag.message_primary or "").removeprefix(NOTICE_PREFIX))
 
     built: list[str] = []
-    with _conn(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
+    with installed(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
         if key_sql == "add_time":
-            for ix in _rows(conn, "SELECT * FROM pgretention.adopt_missing_indexes(%s, %s)", [name, time_column]):
+            for ix in rows(conn, "SELECT * FROM pgretention.adopt_missing_indexes(%s, %s)", [name, time_column]):
                 stmt = sql.SQL("CREATE UNIQUE INDEX CONCURRENTLY {} ON {}.{} ({})").format(
                     sql.Identifier(ix["index_name"]), sql.Identifier(ix["table_schema"]),
                     sql.Identifier(ix["table_name"]), sql.SQL(", ").join(sql.Identifier(c) for c in ix["columns"]))
                 conn.execute(stmt)
                 built.append(ix["index_name"])
         conn.execute("CALL pgretention.adopt(%s, %s, %s, %s, %s, %s, %s, %s)", args)
-        rows = _rows(conn, "SELECT a.id, a.table_id, a.historical_name, a.cutover, a.key_choice, a.state"
-                           " FROM pgretention.adoption a JOIN pg_catalog.pg_namespace n ON n.nspname = a.table_schema"
-                           " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = a.table_name"
-                           " WHERE c.oid = pg_catalog.to_regclass(%s) ORDER BY a.id DESC LIMIT 1", [name])
-    result: dict[str, Any] = {"table": name, "adoption": rows[0] if rows else None, "indexes_built": built,
+        adoption = rows(conn, "SELECT a.id, a.table_id, a.historical_name, a.cutover, a.key_choice, a.state"
+                              " FROM pgretention.adoption a JOIN pg_catalog.pg_namespace n ON n.nspname = a.table_schema"
+                              " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = a.table_name"
+                              " WHERE c.oid = pg_catalog.to_regclass(%s) ORDER BY a.id DESC LIMIT 1", [name])
+    result: dict[str, Any] = {"table": name, "adoption": adoption[0] if adoption else None, "indexes_built": built,
                               "messages": notices}
 
     def render(d: dict[str, Any]) -> None:
@@ -78,10 +76,9 @@ def adopt(ctx: Ctx, name: str, time_column: str, drop_after: str, interval_: str
 @pass_ctx
 def unadopt(ctx: Ctx, name: str, yes: bool) -> None:
     """Give an adopted table back as a plain table with all its rows (blocks it while rows are copied)."""
-    confirm_or_abort(yes, f"Turn {name} back into a plain table (the application waits while rows are copied)?")
-    with _conn(ctx, statement_timeout=None) as conn, translated():
-        row = conn.execute("SELECT pgretention.unadopt(%s)", [name]).fetchone()
-    emit(ctx, {"table": name, "rows": row[0] if row else None},
+    confirm(yes, f"Turn {name} back into a plain table (the application waits while rows are copied)?")
+    copied = call(ctx, "SELECT pgretention.unadopt(%s)", [name], statement_timeout=None)
+    emit(ctx, {"table": name, "rows": copied},
          lambda d: click.echo(f"{d['table']} is a plain table again with {d['rows']} rows"))
 
 
@@ -90,8 +87,7 @@ def unadopt(ctx: Ctx, name: str, yes: bool) -> None:
 @pass_ctx
 def adopt_cancel(ctx: Ctx, name: str) -> None:
     """Abandon an adoption interrupted before its swap (removes its CHECK constraint)."""
-    with _conn(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.adopt_cancel(%s)", [name])
+    call(ctx, "SELECT pgretention.adopt_cancel(%s)", [name])
     emit(ctx, {"table": name, "cancelled": True}, lambda d: click.echo(f"adoption of {d['table']} cancelled"))
 
 
@@ -99,16 +95,10 @@ def adopt_cancel(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def adoptions(ctx: Ctx) -> None:
     """Adoptions and the state of their historical partitions."""
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS table, state, historical_name,"
-                           " cutover, key_choice, rows_purged, adopted_at, finished_at FROM pgretention.adoption"
-                           " ORDER BY id")
-    emit(ctx, rows, lambda r: table("pgretention adoptions", r) if r else click.echo("no adoptions"))
+    found = select(ctx, "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS table, state, historical_name,"
+                        " cutover, key_choice, rows_purged, adopted_at, finished_at FROM pgretention.adoption"
+                        " ORDER BY id")
+    emit(ctx, found, lambda r: table("pgretention adoptions", r) if r else click.echo("no adoptions"))
 
 
-def register(cli: click.Group) -> None:
-    for cmd in (adopt, unadopt, adopt_cancel, adoptions):
-        cli.add_command(cmd)
-
-
-__all__ = ["register"]
+COMMANDS = (adopt, unadopt, adopt_cancel, adoptions)

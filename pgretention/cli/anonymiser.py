@@ -9,12 +9,26 @@ import click
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgretention.cli import Ctx, emit, pass_ctx, table
-from pgretention.commands import _conn, _rows
-from pgretention.db import translated
+from pgretention.cli.face import (
+    Ctx,
+    call,
+    emit,
+    installed,
+    key_value,
+    now_option,
+    pass_ctx,
+    table,
+    utc,
+)
+from pgretention.db import Conn, rows, translated
 from pgretention.errors import InvalidInput
 
-DATE = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])
+
+def unruled_columns(conn: Conn) -> list[dict[str, Any]]:
+    """Managed tables with anonymisation rules, and their columns that have none."""
+    found = rows(conn, "SELECT format('%I.%I', m.table_schema, m.table_name) AS table_name,"
+                       " pgretention.anon_unruled_columns(m.id) AS columns FROM pgretention.managed_table m")
+    return [u for u in found if u["columns"]]
 
 
 @click.group("anonymise")
@@ -31,8 +45,7 @@ def anon_group() -> None:
 @pass_ctx
 def anon_rule(ctx: Ctx, table_name: str, column: str, method: str, param: str | None) -> None:
     """Set how COLUMN of TABLE is anonymised."""
-    with _conn(ctx) as conn, translated():
-        conn.execute("SELECT pgretention.anon_set_rule(%s, %s, %s, %s)", [table_name, column, method, param])
+    call(ctx, "SELECT pgretention.anon_set_rule(%s, %s, %s, %s)", [table_name, column, method, param])
     emit(ctx, {"table": table_name, "column": column, "method": method, "param": param},
          lambda d: click.echo(f"{d['table']}.{d['column']}: {d['method']} {d['param'] or ''}".rstrip()))
 
@@ -41,13 +54,12 @@ def anon_rule(ctx: Ctx, table_name: str, column: str, method: str, param: str | 
 @pass_ctx
 def anon_rules(ctx: Ctx) -> None:
     """Rules per table, and columns that have none."""
-    with _conn(ctx) as conn:
-        rows = _rows(conn, "SELECT format('%I.%I', m.table_schema, m.table_name) AS table_name, r.column_name, r.method,"
+    with installed(ctx) as conn:
+        rules = rows(conn, "SELECT format('%I.%I', m.table_schema, m.table_name) AS table_name, r.column_name, r.method,"
                            " r.param FROM pgretention.anon_rule r JOIN pgretention.managed_table m ON m.id = r.table_id"
                            " ORDER BY 1, 2")
-        missing = _rows(conn, "SELECT format('%I.%I', m.table_schema, m.table_name) AS table_name,"
-                              " pgretention.anon_unruled_columns(m.id) AS columns FROM pgretention.managed_table m")
-    data = {"rules": rows, "columns_without_rule": [m for m in missing if m["columns"]]}
+        missing = unruled_columns(conn)
+    data = {"rules": rules, "columns_without_rule": missing}
 
     def render(d: dict[str, Any]) -> None:
         table("anonymisation rules", d["rules"]) if d["rules"] else click.echo("no rules")
@@ -59,7 +71,7 @@ def anon_rules(ctx: Ctx) -> None:
 
 @anon_group.command("run")
 @click.option("--table", "table_name", default=None)
-@click.option("--now", "ref", type=DATE, default=None)
+@now_option
 @pass_ctx
 def anon_run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
     """Anonymise every partition past its class's anonymise_after (also part of `pgretention run`)."""
@@ -70,8 +82,8 @@ def anon_run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
         if ctx.fmt != "json":
             click.echo(d.message_primary or "")
 
-    with _conn(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
-        conn.execute("CALL pgretention.run_anonymiser(%s, %s)", [ref.isoformat() + "+00:00" if ref else None, table_name])
+    with installed(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
+        conn.execute("CALL pgretention.run_anonymiser(%s, %s)", [utc(ref), table_name])
     if ctx.fmt == "json":
         emit(ctx, {"messages": notes})
 
@@ -83,16 +95,19 @@ def anon_run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
 @pass_ctx
 def anon_key(ctx: Ctx, action: str, epoch: str | None, yes: bool) -> None:
     """Rotate or destroy the pseudonym key of an epoch (a quarter, e.g. 2026q3), or list epochs."""
-    with _conn(ctx) as conn, translated():
+    with installed(ctx) as conn, translated():
         if action == "list":
-            rows = _rows(conn, "SELECT epoch, created_at, rotated_at, destroyed_at FROM pgretention.anon_key ORDER BY epoch")
-            emit(ctx, rows, lambda r: table("pseudonym keys", r) if r else click.echo("no keys"))
+            keys = rows(conn, "SELECT epoch, created_at, rotated_at, destroyed_at FROM pgretention.anon_key ORDER BY epoch")
+            emit(ctx, keys, lambda r: table("pseudonym keys", r) if r else click.echo("no keys"))
             return
         if not epoch:
             raise InvalidInput(f"key {action} needs an epoch such as 2026q3")
         if action == "destroy" and not yes:
             raise InvalidInput(f"destroying the key of {epoch} makes its pseudonyms unlinkable forever; add --yes")
-        conn.execute(f"SELECT pgretention.anon_key_{action}(%s)", [epoch])  # noqa: S608 - action is a fixed choice
+        if action == "rotate":
+            conn.execute("SELECT pgretention.anon_key_rotate(%s)", [epoch])
+        else:
+            conn.execute("SELECT pgretention.anon_key_destroy(%s)", [epoch])
     done = {"rotate": "rotated", "destroy": "destroyed"}[action]
     emit(ctx, {"epoch": epoch, "action": action}, lambda d: click.echo(f"key of {epoch}: {done}"))
 
@@ -118,27 +133,15 @@ def rollup_add(ctx: Ctx, table_name: str, name: str, groups: tuple[str, ...], me
         col, _, opt = g.partition(":")
         item: dict[str, Any] = {"column": col}
         if opt:
-            key, sep, value = opt.partition("=")
-            if not sep or key not in ("trunc", "prefix"):
-                raise InvalidInput(f"invalid --group {g!r}: expected COLUMN:trunc=UNIT or COLUMN:prefix=N")
+            key, value = key_value("--group", opt, "COLUMN:trunc=UNIT or COLUMN:prefix=N", given=g,
+                                   valid=lambda k, _v: k in ("trunc", "prefix"))
             item[key] = int(value) if key == "prefix" and value.isdigit() else value
         group_by.append(item)
-    meas: dict[str, str] = {}
-    for m in measures:
-        key, sep, spec = m.partition("=")
-        if not sep:
-            raise InvalidInput(f"invalid --measure {m!r}: expected NAME=count or NAME=sum:COLUMN")
-        meas[key] = spec
-    with _conn(ctx) as conn, translated():
-        target = conn.execute("SELECT pgretention.add_rollup(%s, %s, %s, %s, %s)",
-                              [table_name, name, Jsonb(group_by), Jsonb(meas), min_group_size]).fetchone()
-    emit(ctx, {"rollup": name, "target": target[0] if target else None},
+    meas = dict(key_value("--measure", m, "NAME=count or NAME=sum:COLUMN") for m in measures)
+    target = call(ctx, "SELECT pgretention.add_rollup(%s, %s, %s, %s, %s)",
+                       [table_name, name, Jsonb(group_by), Jsonb(meas), min_group_size])
+    emit(ctx, {"rollup": name, "target": target},
          lambda d: click.echo(f"roll-up {d['rollup']} writes to {d['target']}"))
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(anon_group)
-    cli.add_command(rollup_group)
-
-
-__all__ = ["register"]
+COMMANDS = (anon_group, rollup_group)

@@ -1,146 +1,17 @@
-"""The compliance report and the metrics, gathered from the database.
-
-:func:`collect` asks the SQL functions of ``sql/functions/report.sql`` (and the pg_cron schedule,
-which may live in another database) and returns plain data; :func:`render_html` turns it into one
-self-contained HTML page (inline CSS and SVG charts, no external resources) and
-:func:`prometheus_text` reads the metrics views into the Prometheus text exposition format.
-"""
+"""The report as one self-contained HTML page: inline CSS and SVG charts, no external resources."""
 
 from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
+from pgretention.human import size
+from pgretention.report.collect import PURGE_DAYS
+from pgretention.report.text import duration, fmt, interval
 
-from pgretention import __version__, schedule
-from pgretention.db import Conn, first_line, translated
-from pgretention.errors import PgRetentionError
-
-SEVERITIES = ("violation", "warning")
-PURGE_DAYS = 90
-HISTOGRAM_BUCKETS = 24
-
-
-# -- gathering ------------------------------------------------------------------------------------
-def _rows(conn: Conn, query: str, params: Any = None) -> list[dict[str, Any]]:
-    with translated(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, params)
-        return cur.fetchall()
-
-
-def _seconds(v: Any) -> float | None:
-    if v is None:
-        return None
-    if isinstance(v, timedelta):
-        return v.total_seconds()
-    return float(v)
-
-
-def schedule_findings(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """Findings about the pg_cron job (it may live in another database than the catalog)."""
-    base = {"section": "jobs", "object": job.get("job", "pg_cron"), "value": None}
-    if job.get("error"):
-        return [{**base, "severity": "warning", "check_name": "schedule_unknown",
-                 "message": f"cannot read the pg_cron job: {job['error']}"}]
-    if not job.get("pg_cron"):
-        return [{**base, "severity": "warning", "check_name": "no_pg_cron",
-                 "message": "pg_cron is not available: an external scheduler must run `pgretention run`"}]
-    if not job.get("scheduled"):
-        return [{**base, "severity": "violation", "check_name": "not_scheduled",
-                 "message": f"pg_cron job {job['job']} is not scheduled (run `pgretention install`)"}]
-    if not job.get("active"):
-        return [{**base, "severity": "violation", "check_name": "paused",
-                 "message": f"pg_cron job {job['job']} is paused (inactive): expired data is not removed"}]
-    last = job.get("last_run") or {}
-    if last.get("status") == "failed":
-        return [{**base, "severity": "violation", "check_name": "cron_failed",
-                 "message": f"the last pg_cron run failed: {(last.get('message') or '').strip()[:200]}"}]
-    return []
-
-
-def collect(conn: Conn, dsn: str | None, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the report shows, as plain data. ``now`` is the reference time (default: now)."""
-    ref = now.isoformat() if now else None
-    head = _rows(conn, "SELECT current_database() AS database, coalesce(%s::timestamptz, now()) AS reference_time,"
-                       " now() AS generated_at", [ref])[0]
-    versions = {r["component"]: r["version"] for r in _rows(conn, "SELECT * FROM pgretention.version_info()")}
-    tables = _rows(conn, """
-        SELECT table_name, class_name, drop_after::text AS drop_after, anonymise_after::text AS anonymise_after,
-               partition_interval::text AS partition_interval, worst_case_overshoot::text AS worst_case_overshoot,
-               extract(epoch FROM drop_after)::float8 AS drop_after_seconds,
-               extract(epoch FROM worst_case_overshoot)::float8 AS worst_case_overshoot_seconds,
-               members, partitions, total_bytes, oldest_row,
-               extract(epoch FROM oldest_row_age)::float8 AS oldest_row_age_seconds,
-               rows_past_period, rows_past_overshoot, expired_partitions, default_rows, expired_default_rows,
-               null_time_rows, pending_ops
-        FROM pgretention.report_tables(%s)""", [ref])
-    hist_rows = _rows(conn, """
-        SELECT table_name, class_name, bucket, extract(epoch FROM age_from)::float8 AS age_from_seconds,
-               extract(epoch FROM age_to)::float8 AS age_to_seconds, rows, past_period, past_overshoot
-        FROM pgretention.report_age_histogram(%s, %s) ORDER BY table_name, class_name, bucket""",
-                      [ref, HISTOGRAM_BUCKETS])
-    histograms: dict[str, list[dict[str, Any]]] = {}
-    for r in hist_rows:
-        histograms.setdefault(f"{r.pop('table_name')}:{r.pop('class_name')}", []).append(r)
-    purges = _rows(conn, "SELECT * FROM pgretention.report_purges(%s, %s)", [ref, PURGE_DAYS])
-    findings = _rows(conn, "SELECT * FROM pgretention.report_findings(%s)", [ref])
-    try:
-        job = schedule.job_state(dsn)
-    except (PgRetentionError, psycopg.Error) as exc:  # e.g. a role that may not read cron.database_name
-        job = {"pg_cron": None, "job": schedule.job_name(head["database"]), "error": first_line(exc)}
-    findings = [f for f in findings if f["severity"] == "violation"] + schedule_findings(job) + \
-        [f for f in findings if f["severity"] != "violation"]
-    runs = _rows(conn, """
-        SELECT id, runner, status, started_at, finished_at, reference_time,
-               (summary -> 'totals' ->> 'partitions_dropped')::int AS partitions_dropped,
-               (summary -> 'totals' ->> 'rows_deleted')::bigint AS rows_deleted, message
-        FROM pgretention.job_run ORDER BY id DESC LIMIT 20""")
-    plan = _rows(conn, "SELECT * FROM pgretention.plan(%s)", [ref])
-    verify = _rows(conn, "SELECT * FROM pgretention.verify_audit()")[0]
-    actions = _rows(conn, """
-        SELECT action, count(*) AS records, min(at) AS first_at, max(at) AS last_at
-        FROM pgretention.audit_log GROUP BY action ORDER BY action""")
-    checkpoints = _rows(conn, """
-        SELECT id, at, details ->> 'first_kept_id' AS first_kept_id, details ->> 'records_removed' AS records_removed
-        FROM pgretention.audit_log WHERE action = 'audit.checkpoint' ORDER BY id""")
-    sections = {r["section"]: r["available"] for r in _rows(conn, "SELECT * FROM pgretention.report_sections()")}
-    optional: dict[str, Any] = {}
-    if sections.get("subject_requests"):
-        optional["subject_requests"] = _rows(conn, "SELECT * FROM pgretention.report_subject_requests(%s)", [ref])
-    if sections.get("legal_holds"):
-        optional["legal_holds"] = _rows(conn, "SELECT * FROM pgretention.report_holds(%s)", [ref])
-    if sections.get("entity_rules"):
-        optional["entity_rules"] = [r["rule"] for r in _rows(
-            conn, "SELECT r AS rule FROM pgretention.report_entity_rules(%s) r", [ref])]
-    counts = {s: sum(1 for f in findings if f["severity"] == s) for s in SEVERITIES}
-    return {
-        "database": head["database"],
-        "generated_at": head["generated_at"],
-        "reference_time": head["reference_time"],
-        "pgretention": __version__,
-        "versions": versions,
-        "summary": {"violations": counts["violation"], "warnings": counts["warning"],
-                    "clean": counts["violation"] == 0, "classes": len(tables),
-                    "audit_intact": bool(verify["ok"])},
-        "findings": findings,
-        "tables": tables,
-        "histograms": histograms,
-        "purges": purges,
-        "jobs": {"schedule": job, "recent_runs": runs},
-        "plan": plan,
-        "audit": {"verify": verify, "actions": actions, "checkpoints": checkpoints},
-        "sections": optional,
-    }
-
-
-# -- HTML -----------------------------------------------------------------------------------------
 CSS = """
 :root { --ink:#1d2733; --muted:#5b6b7c; --line:#d9e0e7; --bg:#f5f7fa; --card:#fff; --blue:#2f6db5;
         --amber:#d9902f; --red:#c23b3b; --green:#2e8b57; }
@@ -187,22 +58,6 @@ def _e(v: Any) -> str:
     return html.escape("" if v is None else str(v), quote=True)
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, datetime):
-        return v.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, (int, Decimal)) and not isinstance(v, bool):
-        return f"{int(v):,}"
-    if isinstance(v, float):
-        return f"{v:,.1f}"
-    return str(v)
-
-
 def _days(seconds: float | None) -> str:
     if seconds is None:
         return "–"
@@ -210,41 +65,6 @@ def _days(seconds: float | None) -> str:
     if d < 10 and abs(d - round(d)) > 0.05:
         return f"{d:,.1f} d"
     return f"{d:,.0f} d"
-
-
-def _duration(seconds: float | None) -> str:
-    """1 d 1 h, 20 d, 3 h 30 min."""
-    if seconds is None:
-        return "–"
-    total = int(round(seconds / 60))
-    days, rest = divmod(total, 1440)
-    hours, minutes = divmod(rest, 60)
-    parts = [f"{days:,} d" if days else "", f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
-    return " ".join(p for p in parts if p) or "0 min"
-
-
-def _interval(text: Any) -> str:
-    """PostgreSQL's interval text, readable: '13 mons' -> '13 months', '1 day 01:00:00' -> '1 day 1 h'."""
-    if text is None:
-        return "–"
-    out = re.sub(r"\b(\d+) mons?\b", lambda m: f"{m.group(1)} month" + ("" if m.group(1) == "1" else "s"), str(text))
-    m = re.search(r"(\d+):(\d\d):(\d\d)$", out)
-    if m:
-        h, mi = int(m.group(1)), int(m.group(2))
-        clock = " ".join(p for p in (f"{h} h" if h else "", f"{mi} min" if mi else "") if p)
-        out = (out[:m.start()].strip() + " " + clock).strip()
-    return out
-
-
-def _size(n: Any) -> str:
-    if n is None:
-        return "–"
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, num: Iterable[str] = (),
@@ -261,7 +81,7 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], *, num: I
             if k == "severity":
                 cells.append(f'<td><span class="sev {_e(v)}">{_e(v)}</span></td>')
             else:
-                cells.append(f'<td class="{"num" if k in nums else ""}">{_e(_fmt(v))}</td>')
+                cells.append(f'<td class="{"num" if k in nums else ""}">{_e(fmt(v))}</td>')
         body.append(f'<tr data-check="{_e(r.get("check_name", ""))}">{"".join(cells)}</tr>')
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -397,7 +217,7 @@ def render_html(data: dict[str, Any]) -> str:
         ("audit chain", "intact" if s["audit_intact"] else "BROKEN", "good" if s["audit_intact"] else "bad"),
     ]
     last_ok = next((r for r in data["jobs"]["recent_runs"] if r["status"] in ("ok", "partial")), None)
-    cards.append(("last successful run", _fmt(last_ok["started_at"]) if last_ok else "never",
+    cards.append(("last successful run", fmt(last_ok["started_at"]) if last_ok else "never",
                   "small" if last_ok else "bad"))
     out = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -405,8 +225,8 @@ def render_html(data: dict[str, Any]) -> str:
         f"<title>pgretention compliance report – {_e(data['database'])}</title>",
         f"<style>{CSS}</style></head><body>",
         "<header><h1>Data retention compliance report</h1>",
-        f'<div class="meta">database <b>{_e(data["database"])}</b> · reference time {_e(_fmt(ref))} · '
-        f'generated {_e(_fmt(data["generated_at"]))} · pgretention {_e(data["pgretention"])} · PostgreSQL '
+        f'<div class="meta">database <b>{_e(data["database"])}</b> · reference time {_e(fmt(ref))} · '
+        f'generated {_e(fmt(data["generated_at"]))} · pgretention {_e(data["pgretention"])} · PostgreSQL '
         f'{_e(data["versions"].get("server"))}</div></header><main>',
         f'<div class="cards" id="summary" data-violations="{s["violations"]}" data-warnings="{s["warnings"]}" '
         f'data-clean="{str(s["clean"]).lower()}">',
@@ -423,9 +243,9 @@ def render_html(data: dict[str, Any]) -> str:
         out.append('<p class="ok">No violations and no warnings: nothing is kept longer than promised.</p>')
     out.append("</section>")
 
-    rows = [{**t, "drop_after": _interval(t["drop_after"]), "partition_interval": _interval(t["partition_interval"]),
-             "worst_case_overshoot": _duration(t["worst_case_overshoot_seconds"]),
-             "oldest": _duration(t["oldest_row_age_seconds"]), "size": _size(t["total_bytes"])}
+    rows = [{**t, "drop_after": interval(t["drop_after"]), "partition_interval": interval(t["partition_interval"]),
+             "worst_case_overshoot": duration(t["worst_case_overshoot_seconds"]),
+             "oldest": duration(t["oldest_row_age_seconds"]), "size": size(t["total_bytes"], none="–")}
             for t in data["tables"]]
     out.append('<section id="retention"><h2>Retention per table and class</h2>')
     out.append(_table(rows, [
@@ -446,8 +266,8 @@ def render_html(data: dict[str, Any]) -> str:
             if t is None:
                 continue
             total = sum(int(b["rows"]) for b in buckets)
-            out.append(f'<figure><figcaption><b>{_e(key)}</b> · {total:,} rows · kept {_e(_interval(t["drop_after"]))}, '
-                       f'worst case + {_e(_duration(t["worst_case_overshoot_seconds"]))}</figcaption>')
+            out.append(f'<figure><figcaption><b>{_e(key)}</b> · {total:,} rows · kept {_e(interval(t["drop_after"]))}, '
+                       f'worst case + {_e(duration(t["worst_case_overshoot_seconds"]))}</figcaption>')
             out.append(age_histogram_svg(key, buckets, float(t["drop_after_seconds"]),
                                          float(t["worst_case_overshoot_seconds"])))
             out.append("</figure>")
@@ -465,7 +285,7 @@ def render_html(data: dict[str, Any]) -> str:
     if job.get("pg_cron") and job.get("scheduled"):
         state = '<span class="ok">active</span>' if job.get("active") else '<span class="bad">paused</span>'
         out.append(f"<p>pg_cron job <b>{_e(job['job'])}</b>, schedule <code>{_e(job.get('schedule'))}</code> "
-                   f"(GMT): {state}; next run {_e(_fmt(job.get('next_run')))}.</p>")
+                   f"(GMT): {state}; next run {_e(fmt(job.get('next_run')))}.</p>")
     elif job.get("pg_cron"):
         out.append(f'<p class="bad">pg_cron job {_e(job["job"])} is not scheduled.</p>')
     else:
@@ -529,104 +349,3 @@ def render_html(data: dict[str, Any]) -> str:
     out.append("</body></html>")
     return "\n".join(out)
 
-
-# -- text -----------------------------------------------------------------------------------------
-def text_sections(data: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(title, rows) pairs for the terminal."""
-    s = data["summary"]
-    verdict = "CLEAN" if s["clean"] else f"{s['violations']} VIOLATION(S)"
-    tables = [{
-        "table": t["table_name"], "class": t["class_name"], "period": _interval(t["drop_after"]),
-        "overshoot": _duration(t["worst_case_overshoot_seconds"]), "oldest": _duration(t["oldest_row_age_seconds"]),
-        "past period": t["rows_past_period"], "past +overshoot": t["rows_past_overshoot"],
-        "default": f"{t['default_rows']} ({t['expired_default_rows']} expired)", "no time": t["null_time_rows"],
-    } for t in data["tables"]]
-    findings = [{"severity": f["severity"], "section": f["section"], "object": f["object"],
-                 "finding": f["message"]} for f in data["findings"]]
-    out = [(f"pgretention compliance report: {data['database']} at {_fmt(data['reference_time'])}: {verdict}, "
-            f"{s['warnings']} warning(s)", findings), ("retention per table and class", tables)]
-    runs = [{"run": r["id"], "runner": r["runner"], "status": r["status"], "started": _fmt(r["started_at"]),
-             "partitions dropped": r["partitions_dropped"], "rows deleted": r["rows_deleted"],
-             "message": r["message"] or ""} for r in data["jobs"]["recent_runs"][:5]]
-    out.append(("recent runs", runs))
-    for name, rows in data["sections"].items():
-        if name != "entity_rules":
-            out.append((name.replace("_", " "), rows))
-    v = data["audit"]["verify"]
-    out.append(("audit chain", [{"intact": v["ok"], "records": v["records"], "first broken": v["first_broken_id"],
-                                 "reason": v["reason"]}]))
-    return out
-
-
-# -- metrics --------------------------------------------------------------------------------------
-METRICS: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str, str, str], ...]], ...] = (
-    ("pgretention.metrics_class", ("table_name", "class_name"), (
-        ("oldest_row_age_seconds", "pgretention_oldest_row_age_seconds", "gauge", "Age of the oldest row"),
-        ("drop_after_seconds", "pgretention_retention_seconds", "gauge", "Promised retention period"),
-        ("worst_case_overshoot_seconds", "pgretention_worst_case_overshoot_seconds", "gauge",
-         "Partition interval plus the longest gap between runs"),
-        ("partitions", "pgretention_partitions", "gauge", "Time partitions"),
-        ("bytes", "pgretention_bytes", "gauge", "Size of the partitions"),
-        ("rows_past_period", "pgretention_rows_past_period", "gauge", "Rows older than the period"),
-        ("rows_past_overshoot", "pgretention_rows_past_overshoot", "gauge",
-         "Rows older than period + worst-case overshoot (must be 0)"),
-        ("default_rows", "pgretention_default_rows", "gauge", "Rows in default partitions"),
-        ("expired_default_rows", "pgretention_expired_default_rows", "gauge", "Expired rows in default partitions"),
-        ("null_time_rows", "pgretention_null_time_rows", "gauge", "Rows without a timestamp"),
-    )),
-    ("pgretention.metrics_action", ("action", "object"), (
-        ("records_total", "pgretention_actions_total", "counter", "Audited actions since install"),
-        ("rows_total", "pgretention_action_rows_total", "counter", "Rows removed or changed by audited actions"),
-    )),
-    ("pgretention.metrics_run", (), (
-        ("last_run_timestamp_seconds", "pgretention_last_run_timestamp_seconds", "gauge", "Start of the last run"),
-        ("last_success_timestamp_seconds", "pgretention_last_success_timestamp_seconds", "gauge",
-         "End of the last successful run"),
-        ("failed_runs_1d", "pgretention_failed_runs_1d", "gauge", "Failed runs in the last day"),
-        ("pending_ops", "pgretention_pending_operations", "gauge", "Detached partitions waiting to be dropped"),
-        ("audit_records_total", "pgretention_audit_records_total", "counter", "Audit records written"),
-    )),
-    ("pgretention.metrics_finding", ("section", "severity"), (
-        ("findings", "pgretention_findings", "gauge", "Open findings of the compliance report (violations: 0)"),
-    )),
-    ("pgretention.metrics_request", ("kind",), (
-        ("open", "pgretention_requests_open", "gauge", "Open data subject requests"),
-        ("overdue", "pgretention_requests_overdue", "gauge", "Overdue data subject requests"),
-    )),
-)
-
-
-def _label(v: Any) -> str:
-    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(v: Any) -> str:
-    if v is None:
-        return "NaN"
-    f = float(v)
-    return str(int(f)) if f.is_integer() and abs(f) < 1e15 else repr(f)
-
-
-def prometheus_text(conn: Conn) -> str:
-    """All metrics views in the Prometheus text exposition format."""
-    from psycopg import sql
-
-    lines: list[str] = []
-    for view, labels, metrics in METRICS:
-        schema, name = view.split(".")
-        with translated(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
-            rows = cur.fetchall()
-        for column, metric, kind, help_text in metrics:
-            lines.append(f"# HELP {metric} {help_text}")
-            lines.append(f"# TYPE {metric} {kind}")
-            for r in rows:
-                lab = ",".join(f'{k}="{_label(r[k])}"' for k in labels)
-                lines.append(f"{metric}{{{lab}}} {_number(r[column])}" if lab else f"{metric} {_number(r[column])}")
-    lines.append("# HELP pgretention_up 1 when the metrics were read from the database")
-    lines.append("# TYPE pgretention_up gauge")
-    lines.append("pgretention_up 1")
-    return "\n".join(lines) + "\n"
-
-
-__all__ = ["collect", "render_html", "text_sections", "prometheus_text", "schedule_findings"]
