@@ -325,3 +325,13 @@ def make_ledger(actors: Actors, *, rows: int = 100, days_ago: int = 10) -> str:
         own.execute("INSERT INTO app.ledger SELECT g, %s::timestamptz + g * interval '1 minute', g FROM generate_series(1, %s) g",
                     [lo, rows])
     return str(lo)
+
+
+def class_leaves(db: DB, table: str, member: str) -> list[str]:
+    """Leaf partitions (not the default one) of the class partition that holds ``member``."""
+    parent = db.one(
+        "SELECT t.relid::regclass::text FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid"
+        " WHERE NOT t.isleaf AND t.level = 1 AND pg_get_expr(c.relpartbound, c.oid) LIKE %s", [table, f"%'{member}'%"])
+    return [r[0] for r in db.all(
+        "SELECT t.relid::regclass::text FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid"
+        " WHERE t.isleaf AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT' ORDER BY 1", [parent])]
