@@ -259,11 +259,9 @@ def leaves(db: DB, table: str) -> list[tuple[str, str]]:
         " JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf ORDER BY 2", [table])]
 
 
-def make_app_entities(actors: Actors, *, accounts: int = 30, leads: int = 20, due_leads: int = 10) -> dict[str, int]:
+def make_app_tables(actors: Actors, *, accounts: int = 30, leads: int = 20, due_leads: int = 10) -> None:
     """As ``appowner``: ``app.account`` (last login yesterday), ``app.contact`` (2 per account),
-    ``app.lead`` (``due_leads`` created 3 years ago, the rest last month). As the installing role:
-    entity rules ``accounts`` (24 months, notice 30 days, dependant app.contact) and ``leads``
-    (2 years). Returns the rule ids."""
+    ``app.lead`` (``due_leads`` created 3 years ago, the rest last month). No rules."""
     with actors.connect("appowner") as own:
         own.execute(
             "CREATE TABLE app.account (id bigint PRIMARY KEY, email text, last_login_at timestamptz);"
@@ -276,13 +274,31 @@ def make_app_entities(actors: Actors, *, accounts: int = 30, leads: int = 20, du
         own.execute("INSERT INTO app.lead SELECT g, 'l' || g || '@x.nl',"
                     " CASE WHEN g <= %s THEN now() - interval '3 years' ELSE now() - interval '1 month' END"
                     " FROM generate_series(1, %s) g", [due_leads, leads])
+
+
+LEADS_RULE = ("SELECT pgretention.create_entity_rule('leads', 'app.lead', 'id', '[{\"column\": \"created_at\"}]',"
+              " '2 years')")
+
+
+def make_app_entities(actors: Actors, *, accounts: int = 30, leads: int = 20, due_leads: int = 10) -> dict[str, int]:
+    """``make_app_tables``, then, as the installing role, entity rules ``accounts`` (24 months,
+    notice 30 days, dependant app.contact) and ``leads`` (2 years). Returns the rule ids."""
+    make_app_tables(actors, accounts=accounts, leads=leads, due_leads=due_leads)
     db = actors.db
     acc = db.one("SELECT pgretention.create_entity_rule('accounts', 'app.account', 'id', '[{\"column\": \"last_login_at\"}]',"
                  " '24 months', p_dependants => '[{\"table\": \"app.contact\", \"fk\": \"account_id\"}]',"
                  " p_notice_period => '30 days')")
-    lead = db.one("SELECT pgretention.create_entity_rule('leads', 'app.lead', 'id', '[{\"column\": \"created_at\"}]',"
-                  " '2 years')")
+    lead = db.one(LEADS_RULE)
     return {"accounts": int(acc), "leads": int(lead)}
+
+
+def make_app_events(actors: Actors, *, rows: int = 200, days: int = 20) -> None:
+    """As ``appowner``: plain table ``app.events`` (primary key, ``at``) with ``rows`` rows over the
+    last ``days`` days."""
+    with actors.connect("appowner") as own:
+        own.execute("CREATE TABLE app.events (id int PRIMARY KEY, at timestamptz NOT NULL, kind text)")
+        own.execute("INSERT INTO app.events SELECT g, now() - %s::interval * g / %s, 'k' || g %% 3"
+                    " FROM generate_series(1, %s) g", [f"{days} days", rows, rows])
 
 
 def audit_ids(db: DB) -> list[int]:
