@@ -19,6 +19,7 @@ from tests.security.fix_roles import (
     make_app_tables,
     make_cdr,
     make_ledger,
+    require,
 )
 
 # Internal functions the attacks call by name (update here when internals are renamed).
@@ -33,7 +34,7 @@ def call(key: str, args: str) -> sql.Composed:
     return sql.SQL("SELECT {}(" + args + ")").format(sql.Identifier(*INTERNAL[key]))
 
 
-@pytest.mark.xfail(strict=True, reason="H4: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H4: fixed by issue 17")
 @pytest.mark.parametrize("how", ["manage_table", "entity_rule", "subject_table", "adopt"])
 def test_h4_admin_purges_tables_it_has_no_privilege_on(actors: Actors, how: str) -> None:
     """H4: the admin, without USAGE on schema ``app``, takes the owner's tables under retention
@@ -59,7 +60,8 @@ def test_h4_admin_purges_tables_it_has_no_privilege_on(actors: Actors, how: str)
             "CALL pgretention.run(p_table => 'app.events')"]
     before = db.one(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table)))
     with actors.connect("adm") as adm:
-        assert not adm.execute("SELECT has_schema_privilege('app', 'USAGE')").fetchone()[0]  # type: ignore[index]
+        require(not adm.execute("SELECT has_schema_privilege('app', 'USAGE')").fetchone()[0],  # type: ignore[index]
+                "the admin has no USAGE on schema app")
         outs = [attempt(adm, s) for s in steps]
     after = db.one(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table)))
     assert after == before, f"{table}: {before} -> {after} rows; {[str(o) for o in outs]}"
@@ -87,7 +89,7 @@ def _evil_reads(actors: Actors) -> str:
         return str(attempt(evil, "SELECT count(*) FROM app.my_events"))
 
 
-@pytest.mark.xfail(strict=True, reason="H7: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H7: fixed by issue 17")
 @pytest.mark.parametrize("step", ["adopt", "unadopt"])
 def test_h7_adopt_strips_view_options(actors: Actors, step: str) -> None:
     """H7: ``adopt`` / ``unadopt`` re-create dependent views without their options:
@@ -101,7 +103,7 @@ def test_h7_adopt_strips_view_options(actors: Actors, step: str) -> None:
                         "ALTER VIEW app.recent_events SET (check_option = cascaded)")
     options = _view_options(actors)
     denied = _evil_reads(actors)
-    assert denied.startswith("raised InsufficientPrivilege"), denied
+    require(denied.startswith("raised InsufficientPrivilege"), f"evil cannot read app.my_events before ({denied})")
     with actors.connect("adm") as adm:
         if step == "adopt":
             out = attempt(adm, "CALL pgretention.adopt('app.events', 'at', '90 days', '1 day', p_key => 'local')")
@@ -113,7 +115,7 @@ def test_h7_adopt_strips_view_options(actors: Actors, step: str) -> None:
         f"view options {options} -> {after}; evil now {reads}; {step} {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="M5: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M5: fixed by issue 17")
 def test_m5_unrestricted_view_bypasses_rls(actors: Actors) -> None:
     """M5: ``create_unrestricted_view`` creates the view as the superuser that owns pgretention's
     functions: a reader of the view bypasses the base table's row level security."""
@@ -138,7 +140,7 @@ def test_m5_unrestricted_view_bypasses_rls(actors: Actors) -> None:
     assert seen <= visible, f"evil sees {visible} rows of the table and {seen} through the view {view}"
 
 
-@pytest.mark.xfail(strict=True, reason="M6: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M6: fixed by issue 17")
 def test_m6_mixed_sign_interval_drops_data_ahead_of_reference(actors: Actors) -> None:
     """M6: ``1 mon -30 days 1 hour`` passes the 'positive' check (months count as 30 days); in
     March it lies in the future, and the plan drops partitions ahead of the reference time."""
@@ -154,7 +156,7 @@ def test_m6_mixed_sign_interval_drops_data_ahead_of_reference(actors: Actors) ->
     assert ahead == [], f"interval accepted ({out}); plan at {ref} drops {ahead}"
 
 
-@pytest.mark.xfail(strict=True, reason="L2: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="L2: fixed by issue 17")
 def test_l2_callers_search_path_clobbered(actors: Actors) -> None:
     """L2: ``_partman_call`` resets the session's search_path to the server default: a caller with
     ``SET search_path = app, public`` has ``"$user", public`` after ``create_table``."""
@@ -166,7 +168,7 @@ def test_l2_callers_search_path_clobbered(actors: Actors) -> None:
     assert path is not None and path[0] == "app, public", f"search_path is {path}; create_table {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="L6: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="L6: fixed by issue 17")
 def test_l6_attach_leaf_indexes_on_any_table(actors: Actors) -> None:
     """L6: ``_attach_leaf_indexes`` (granted to the admin) creates and attaches indexes on any
     partitioned table, as superuser, e.g. on the owner's table in a schema the admin cannot use."""
@@ -185,7 +187,7 @@ def test_l6_attach_leaf_indexes_on_any_table(actors: Actors) -> None:
     assert after == before, f"indexes on the owner's table {before} -> {after}; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="L7: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="L7: fixed by issue 17")
 def test_l7_rollup_keeps_identifiers_forever(actors: Actors) -> None:
     """L7: a roll-up grouped by an identifier column with minimum group size 1 copies every
     caller's number into a roll-up table that is never purged."""

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.security.fix_roles import Actors, attempt, audit_ids, verify_audit
+from tests.security.fix_roles import Actors, attempt, audit_ids, require, verify_audit
 
 # Internal functions the attacks call by name (update here when internals are renamed).
 INTERNAL = {
@@ -29,7 +29,7 @@ def some_history(actors: Actors) -> None:
     with actors.connect("adm") as adm:
         adm.execute("SELECT pgretention.set_setting('batch_size', '2000')")
         hold = adm.execute("SELECT pgretention.hold_set('fraud', 'POLICE-5', 'email', 'x@example.org')").fetchone()
-        assert hold is not None
+        require(hold is not None, "a hold was set")
         adm.execute("SELECT pgretention.hold_release(%s)", [hold[0]])
         adm.execute("SELECT pgretention.set_setting('batch_size', '5000')")
 
@@ -37,11 +37,11 @@ def some_history(actors: Actors) -> None:
 def auditor_verifies(actors: Actors) -> tuple[bool, str | None]:
     with actors.connect("aud") as aud:
         row = aud.execute("SELECT ok, reason FROM pgretention.verify_audit()").fetchone()
-    assert row is not None
+    require(row is not None, "verify_audit answers the auditor")
     return bool(row[0]), row[1]
 
 
-@pytest.mark.xfail(strict=True, reason="H3: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H3: fixed by issue 17")
 @pytest.mark.parametrize("attacker", ["adm", "op_when_simulation_on"])
 def test_h3_audit_log_wiped_and_still_verifies(actors: Actors, attacker: str) -> None:
     """H3: the admin turns on allow_future_reference_time and runs ``audit_retention('2300-01-01')``:
@@ -65,7 +65,7 @@ def test_h3_audit_log_wiped_and_still_verifies(actors: Actors, attacker: str) ->
         f"{len(removed)} of {len(before)} records removed and verify_audit says intact; {[str(o) for o in outs]}"
 
 
-@pytest.mark.xfail(strict=True, reason="M2: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_turns_failed_run_into_ok(actors: Actors) -> None:
     """M2: ``_run_end`` takes status and summary from the caller: the operator marks a failed
     run 'ok' with a summary of its choice."""
@@ -79,7 +79,7 @@ def test_m2_operator_turns_failed_run_into_ok(actors: Actors) -> None:
     assert row == [("failed", "lock wait on public.cdr")], f"job history rewritten: {row}; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="M2: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_writes_forged_run_audit_record(actors: Actors) -> None:
     """M2: ``_run_end`` writes a hash-chained 'run' audit record with a made-up summary (999
     partitions dropped 'by adm'); the chain verifies."""
@@ -93,7 +93,7 @@ def test_m2_operator_writes_forged_run_audit_record(actors: Actors) -> None:
     assert forged == [], f"forged audit records {forged}; attack {out}; verify {verify_audit(db)}"
 
 
-@pytest.mark.xfail(strict=True, reason="M2: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_forges_entity_run_failure(actors: Actors) -> None:
     """M2: ``_entity_run_end`` marks an entity run failed with a made-up message and audits it."""
     db = actors.db
@@ -107,7 +107,7 @@ def test_m2_operator_forges_entity_run_failure(actors: Actors) -> None:
     assert status == "ok" and forged == [], f"entity run now {status}, forged records {forged}; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="M8: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M8: fixed by issue 17")
 def test_m8_owner_cuts_recent_history_without_disabling_triggers(actors: Actors) -> None:
     """M8: the schema owner (the installing role) writes a checkpoint record itself, sets the two
     session settings the append-only trigger trusts and deletes recent records, triggers enabled:
@@ -132,7 +132,7 @@ def test_m8_owner_cuts_recent_history_without_disabling_triggers(actors: Actors)
     assert not removed or not ok, f"{len(removed)} recent records cut and verify_audit says intact; delete {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="L8: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="L8: fixed by issue 17")
 def test_l8_client_chooses_audit_application(actors: Actors) -> None:
     """L8: ``audit_log.application`` is the client's application_name: an operator's session
     records its actions as done by 'cron'."""
@@ -141,4 +141,5 @@ def test_l8_client_chooses_audit_application(actors: Actors) -> None:
         out = attempt(op, "SELECT pgretention.request_create('access', '{\"phone\": \"+31612340000\"}')")
     spoofed = db.all("SELECT id, application FROM pgretention.audit_log WHERE session_role = %s"
                      " AND application = 'cron'", [actors["op"]])
-    assert out.ok and spoofed == [], f"audit records claim to come from the scheduler: {spoofed}; {out}"
+    require(out.ok, f"the operator creates a request ({out})")
+    assert spoofed == [], f"audit records claim to come from the scheduler: {spoofed}; {out}"

@@ -24,6 +24,7 @@ from tests.security.fix_roles import (
     make_cdr,
     make_sms_log,
     phone,
+    require,
 )
 
 # Internal functions the attacks call by name (update here when internals are renamed).
@@ -50,7 +51,7 @@ def call(key: str, args: str) -> sql.Composed:
     return sql.SQL("SELECT {}(" + args + ")").format(sql.Identifier(*INTERNAL[key]))
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_1_detach_live_partitions_under_table_hold(actors: Actors) -> None:
     """H1 #1: ``_detach_leaf`` + ``_finish_op`` drop every live partition of class eu (rows well
     within 6 months) while a legal hold on the whole table is active."""
@@ -59,7 +60,7 @@ def test_h1_1_detach_live_partitions_under_table_hold(actors: Actors) -> None:
     db.execute("SELECT pgretention.hold_set('court order', 'COURT-1', p_table => 'public.cdr')")
     targets = class_leaves(db, "public.cdr", "NL")
     eu_rows = db.one("SELECT count(*) FROM public.cdr WHERE region IN ('NL', 'DE')")
-    assert len(targets) >= 4 and eu_rows > 0
+    require(len(targets) >= 4 and eu_rows > 0, f"live eu partitions with rows ({targets}, {eu_rows} rows)")
     with actors.connect("op") as op:
         outs = [attempt(op, call("detach_leaf", "%s, 'eu', %s::regclass, 0, 1"), [tid, leaf]) for leaf in targets]
         outs.append(attempt(op, call("finish_op", "id") + sql.SQL(" FROM pgretention.partition_op WHERE state = 'detached'")))
@@ -68,7 +69,7 @@ def test_h1_1_detach_live_partitions_under_table_hold(actors: Actors) -> None:
         f"eu rows {eu_rows} -> {after}, partitions {len(targets)} -> {len(class_leaves(db, 'public.cdr', 'NL'))}; {outs[0]}"
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_2_default_partition_emptied(actors: Actors) -> None:
     """H1 #2: ``_purge_default_batch`` with reference time 'infinity' deletes every row of a
     default partition (rows within their 90 days)."""
@@ -79,7 +80,7 @@ def test_h1_2_default_partition_emptied(actors: Actors) -> None:
     assert db.one("SELECT count(*) FROM public.sms_log") == 500, f"default rows deleted; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_3_entity_notice_period_skipped(actors: Actors) -> None:
     """H1 #3: ``_entity_prepare`` / ``_entity_batch`` at 2100 list the notices 'in 2100' and delete
     accounts active yesterday with their contacts, the notice period skipped."""
@@ -93,7 +94,7 @@ def test_h1_3_entity_notice_period_skipped(actors: Actors) -> None:
     assert counts == (30, 60), f"accounts, contacts (30, 60) -> {counts}; batch {outs[-1]}"
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_4_todays_partition_anonymised(actors: Actors) -> None:
     """H1 #4: ``_anon_prepare`` / copy / swap / finish rewrite today's partition anonymised
     (anonymise_after 30 days): irreversible."""
@@ -113,7 +114,7 @@ def test_h1_4_todays_partition_anonymised(actors: Actors) -> None:
     assert row == [("+31612340001", "see you at 8")], f"row of today rewritten: {row}; {[str(o) for o in outs]}"
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_5_erasure_through_hold_with_end_date(actors: Actors) -> None:
     """H1 #5: ``request_fulfil`` with a reference time two years ahead erases rows under a legal
     hold that ends in one year (and records the fulfilment in the future)."""
@@ -122,7 +123,7 @@ def test_h1_5_erasure_through_hold_with_end_date(actors: Actors) -> None:
     db.execute("SELECT pgretention.hold_set('court order', 'COURT-9', 'phone', %s, p_ends_at => now() + interval '1 year')",
                [phone(2)])
     held = db.one("SELECT count(*) FROM public.cdr WHERE %s IN (caller, callee)", [phone(2)])
-    assert held > 0
+    require(held > 0, "rows of the held number exist")
     with actors.connect("op") as op:
         out = attempt(op, "SELECT pgretention.request_fulfil(pgretention.request_create('erasure', %s),"
                           " now() + interval '2 years')", [Jsonb({"phone": phone(2)})])
@@ -130,7 +131,7 @@ def test_h1_5_erasure_through_hold_with_end_date(actors: Actors) -> None:
     assert after == held, f"held rows {held} -> {after}; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_6_hold_store_purged_early(actors: Actors) -> None:
     """H1 #6: ``_purge_released_holds('2100-01-01')`` deletes rows kept in the hold store for an
     active hold (it ends in one year)."""
@@ -142,13 +143,13 @@ def test_h1_6_hold_store_purged_early(actors: Actors) -> None:
                [held_phone])
     db.execute("CALL pgretention.run()")  # expired eu partitions go; the held rows move to the hold store
     stored = db.one("SELECT count(*) FROM pgretention.hold_store")
-    assert stored > 0
+    require(stored > 0, "the run kept held rows in the hold store")
     with actors.connect("op") as op:
         out = attempt(op, call("purge_released_holds", "'2100-01-01'"))
     assert db.one("SELECT count(*) FROM pgretention.hold_store") == stored, f"hold store purged; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_7_proofs_of_fulfilment_deleted(actors: Actors) -> None:
     """H1 #7: ``_purge_request_proofs('infinity')`` deletes the proofs of fulfilled requests
     (kept 5 years)."""
@@ -161,7 +162,7 @@ def test_h1_7_proofs_of_fulfilment_deleted(actors: Actors) -> None:
     assert db.one("SELECT count(*) FROM pgretention.subject_request") == 3, f"proofs deleted; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_7_fulfilment_backdated_before_deadline(actors: Actors) -> None:
     """H1 #7: ``request_fulfil`` with a reference time 80 days back records an overdue request as
     fulfilled before its deadline."""
@@ -176,7 +177,7 @@ def test_h1_7_fulfilment_backdated_before_deadline(actors: Actors) -> None:
         f"fulfilled_at {fulfilled} back-dated (due {due}); attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="H1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H1: fixed by issue 17")
 def test_h1_8_premake_moved_to_2100(actors: Actors) -> None:
     """H1 #8: ``_premake(..., '2100-01-01')`` creates partitions in 2100; the grid continues from
     there and later premakes create nothing for the coming days (new rows go to the default
@@ -189,7 +190,7 @@ def test_h1_8_premake_moved_to_2100(actors: Actors) -> None:
     assert far == [], f"partitions premade in 2100: {far}; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="L1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="L1: fixed by issue 17")
 def test_l1_premake_infinity_loops(actors: Actors) -> None:
     """L1: ``_premake(id, class, 'infinity')`` never ends (its grid loop runs until the statement
     timeout): a CPU and memory denial of service of one backend by the operator."""
@@ -203,7 +204,7 @@ def test_l1_premake_infinity_loops(actors: Actors) -> None:
     assert not isinstance(out.error, psycopg.errors.QueryCanceled), f"loop ran into statement_timeout after {took:.1f} s"
 
 
-@pytest.mark.xfail(strict=True, reason="M1: fixed by issue 17")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M1: fixed by issue 17")
 def test_m1_operator_bulk_lookup_unaudited(actors: Actors) -> None:
     """M1: the operator reads every registered row for 1000 phone numbers through ``subject_rows``
     with no request and no audit record."""
