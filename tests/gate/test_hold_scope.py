@@ -140,3 +140,19 @@ def test_07_hold_store_rows_stay_while_their_hold_is_active(engine: DB) -> None:
     db.execute("SELECT pgretention.register_subject_table('public.sms', '{\"a_number\": \"phone\"}')")
     run(db)
     assert db.one("SELECT count(*) FROM pgretention.hold_store") == 5
+
+
+@pytest.mark.xfail(strict=True, reason="finding 7: issue 18")
+def test_07_hold_store_rows_go_when_their_hold_is_released_after_the_table_was_renamed(engine: DB) -> None:
+    """Rows kept for a hold are removed once it is released, even when their source table was renamed
+    meanwhile (they are not kept for ever)."""
+    db = engine
+    create_sms(db)
+    db.execute("SELECT pgretention.register_subject_table('public.sms', '{\"caller\": \"phone\"}')")
+    hold = db.one("SELECT pgretention.hold_set('order', 'ORD-9', 'phone', %s)", [PHONE])
+    run(db)
+    assert db.one("SELECT count(*) FROM pgretention.hold_store") == 5
+    db.execute("ALTER TABLE sms RENAME TO sms_2026")
+    db.execute("SELECT pgretention.hold_release(%s)", [hold])
+    run(db)
+    assert db.one("SELECT count(*) FROM pgretention.hold_store") == 0

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from pgretention import installer
 from tests.conftest import DB
 from tests.report.conftest import (
     assert_clean,
@@ -235,6 +236,24 @@ def test_24c_release_then_manage_again(reporting: DB) -> None:
     db.execute("SELECT pgretention.manage_table('public.ev', 't', '1 day', %s,"
                " p_start => date_trunc('day', now()) + interval '5 days')", [Jsonb({"all": {"drop_after": "30 days"}})])
     assert db.one("SELECT count(*) FROM ev") == 2
+
+
+@pytest.mark.xfail(strict=True, reason="finding 24: issue 19")
+def test_24d_cycle_in_an_entity_hierarchy_is_a_violation(reporting: DB) -> None:
+    """Two accounts made each other's parent after the rule was created: inactive for years, they are
+    'due' at every run and never deleted. The report calls that a violation and names the cycle."""
+    db = reporting
+    installer.install(db.dsn, reference_schema=True)
+    db.execute("INSERT INTO crm.account (id, name, email, created_at, last_login_at) VALUES"
+               " (40, 'a', 'a@example.org', now() - interval '4 years', now() - interval '3 years'),"
+               " (41, 'b', 'b@example.org', now() - interval '4 years', now() - interval '3 years')")
+    db.execute("UPDATE crm.account SET parent_id = 41 WHERE id = 40; UPDATE crm.account SET parent_id = 40 WHERE id = 41")
+    later = datetime.now(UTC) + timedelta(days=31)
+    for at in (datetime.now(UTC), later):
+        with db.connect() as conn:
+            conn.execute("CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [at])
+    assert db.one("SELECT count(*) FROM crm.account") == 2
+    assert violations(db, "crm.account", later, pattern=r"cycle"), findings(db, later)
 
 
 # -- seed rule 1: rows kept longer by contract ----------------------------------------------------------
