@@ -15,17 +15,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.conftest import DB
-from tests.gate.conftest import (
-    UTC,
-    Session,
-    audit_ids,
-    create_sms,
-    reader,
-    run,
-    surviving,
-    wait_until,
-    waits_on_lock,
-)
+from tests.gate.conftest import UTC, audit_ids, create_sms, run, surviving
+from tests.gate.sessions import Session, reader, wait_until, waits_on_lock
 
 # Internal names this file relies on (update here when internals are renamed).
 INTERNAL = {

@@ -11,6 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.conftest import DB
+from tests.gate.sessions import Session, wait_until, waits_on_lock
 from tests.report.conftest import assert_clean, check_exit, findings, heartbeat, run, violations
 
 UTC = timezone.utc
@@ -84,8 +85,6 @@ def test_13b_column_added_during_a_rewrite_fails_loudly_and_the_next_run_recover
     """The application adds a column while a partition's rewrite waits to be swapped in. The swap
     fails: the run says so, the report has a violation; the next run finishes or undoes the rewrite,
     so that rows for that day can be inserted again and no capture trigger is left."""
-    from tests.gate.conftest import Session, wait_until, waits_on_lock
-
     db = reporting
     day = _day()
     _calls(db, start=day - timedelta(days=20))
