@@ -79,8 +79,10 @@ def report_json(db: DB, at: datetime | None = None) -> dict[str, Any]:
 
 
 def check_exit(db: DB, at: datetime | None = None) -> int:
-    """Exit status of ``pgretention report --check`` (0: clean, 1: violations)."""
-    return db.cli("report", "--check", *_now_arg(at)).returncode
+    """Exit status of ``pgretention report --check`` (0: clean, 1: violations; an error fails the test)."""
+    res = db.cli("report", "--check", *_now_arg(at))
+    assert res.returncode == 0 or "violation" in res.stderr, (res.returncode, res.stderr)
+    return res.returncode
 
 
 def assert_clean(db: DB, at: datetime | None = None) -> None:
