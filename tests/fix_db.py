@@ -179,12 +179,12 @@ def _remove_cron_jobs(server: Server, dbname: str) -> None:
 
 
 # -- the engines' runs ---------------------------------------------------------------------------------
-def run(db: DB, at: datetime, table: str | None = None) -> dict[str, Any]:
+def run(db: DB, at: datetime | None = None, table: str | None = None) -> dict[str, Any]:
     """``CALL pgretention.run()`` at reference time ``at``: the run's status and summary."""
     return _job(db, "CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'test')", [at, table])
 
 
-def run_entities(db: DB, at: datetime, rule: str | None = None) -> dict[str, Any]:
+def run_entities(db: DB, at: datetime | None = None, rule: str | None = None) -> dict[str, Any]:
     """``CALL pgretention.run_entities()`` at reference time ``at``: the run's status and summary."""
     return _job(db, "CALL pgretention.run_entities(p_now => %s, p_rule => %s, p_runner => 'test')", [at, rule])
 
@@ -193,9 +193,9 @@ def _job(db: DB, call: str, params: list[Any]) -> dict[str, Any]:
     """Run ``call`` and return the job_run it recorded: its status, with its summary's keys."""
     with db.connect() as conn:
         conn.execute(call, params)
-        row = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
+        row = conn.execute("SELECT status, summary, message FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
     assert row is not None
-    return {"status": row[0], **row[1]}
+    return {"status": row[0], "message": row[2], **row[1]}
 
 
 def last_run(db: DB) -> tuple[str, dict[str, Any]]:

@@ -3,7 +3,7 @@ reported done while data is left, nothing is removed before its time."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any
 
 import pytest
@@ -11,27 +11,13 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from pgretention import installer
-from tests.conftest import DB
+from tests.fix_db import DB
 
 UTC = timezone.utc
 PHONE = "+31612345678"
 ALICE = "alice@example.org"
 
 
-@pytest.fixture
-def engine(installed: DB) -> DB:
-    """An installed database whose runs may be given a simulated (future) reference time."""
-    installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
-    return installed
-
-
-def run(db: DB, at: datetime | None = None, table: str | None = None) -> dict[str, Any]:
-    """One partition-engine run (which also runs the anonymiser and the entity engine); its job record."""
-    with db.connect() as conn:
-        conn.execute("CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'test')", [at, table])
-        row = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
-    assert row is not None
-    return {"status": row[0], **row[1]}
 
 
 @pytest.fixture
@@ -46,13 +32,6 @@ def crm(engine: DB) -> DB:
                    [Jsonb({"email": "email", "phone": "phone", "id": "account"})])
     return engine
 
-
-def run_entities(db: DB, at: datetime) -> dict[str, Any]:
-    with db.connect() as conn:
-        conn.execute("CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [at])
-        row = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
-    assert row is not None
-    return {"status": row[0], **row[1]}
 
 
 def create_sms(db: DB, *, rows: int = 5, age_days: int = 35, start_days: int = 40) -> str:

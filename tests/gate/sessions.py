@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tests.conftest import DB
+from tests.fix_db import DB
 
 
 def wait_until(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

@@ -9,8 +9,8 @@ from datetime import date, datetime, timedelta
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
-from tests.gate.conftest import PHONE, UTC, create_sms, run
+from tests.fix_db import DB, run
+from tests.gate.conftest import PHONE, UTC, create_sms
 
 
 @pytest.mark.xfail(strict=True, reason="finding 9: issue 18")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
-from tests.gate.conftest import PHONE, create_sms, run
+from tests.fix_db import DB, run
+from tests.gate.conftest import PHONE, create_sms
 
 # the same number as stored by different applications
 SAME_NUMBER = ["0031612345678", "+31 6 1234 5678", "0031 6 1234 5678"]

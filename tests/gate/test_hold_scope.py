@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
-from tests.gate.conftest import ALICE, PHONE, UTC, create_sms, run, run_entities, surviving
+from tests.fix_db import DB, run, run_entities
+from tests.gate.conftest import ALICE, PHONE, UTC, create_sms, surviving
 
 
 # -- finding 3: the entity engine and erase_entity ignore holds --------------------------------------

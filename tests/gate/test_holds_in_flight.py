@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
-from tests.gate.conftest import UTC, audit_ids, create_sms, run, surviving
+from tests.fix_db import DB, run
+from tests.gate.conftest import UTC, audit_ids, create_sms, surviving
 from tests.gate.sessions import Session, reader, wait_until, waits_on_lock
 
 # Internal names this file relies on (update here when internals are renamed).

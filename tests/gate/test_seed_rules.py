@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
-from tests.gate.conftest import ALICE, PHONE, UTC, run_entities
+from tests.fix_db import DB, run_entities
+from tests.gate.conftest import ALICE, PHONE, UTC
 
 # Proposed API (does not exist today; rename here if the implementation chooses other names).
 PROPOSED = {

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
-from tests.gate.conftest import PHONE, run, surviving
+from tests.fix_db import DB, run
+from tests.gate.conftest import PHONE, surviving
 
 IP = "10.0.0.1"
 ACCOUNT = "550e8400-e29b-41d4-a716-446655440000"

@@ -20,7 +20,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from pgretention import installer, schedule
-from tests.conftest import DB
+from tests.fix_db import DB, run
 
 HEARTBEAT = "public.heartbeat"
 
@@ -38,14 +38,6 @@ def reporting(db: DB) -> DB:
                [HEARTBEAT, Jsonb({"all": {"drop_after": "30 days"}})])
     return db
 
-
-def run(db: DB, at: datetime | None = None, table: str | None = None) -> dict[str, Any]:
-    """One run of the engines; its job record (status and summary)."""
-    with db.connect() as conn:
-        conn.execute("CALL pgretention.run(p_now => %s, p_table => %s, p_runner => 'test')", [at, table])
-        row = conn.execute("SELECT status, summary, message FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()
-    assert row is not None
-    return {"status": row[0], "message": row[2], **row[1]}
 
 
 def heartbeat(db: DB, at: datetime | None = None) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
+from tests.fix_db import DB
 from tests.report.conftest import findings
 
 UTC = timezone.utc

@@ -10,7 +10,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from pgretention import schedule
-from tests.conftest import DB
+from tests.fix_db import DB
 from tests.report.conftest import check_exit, findings, heartbeat, metric_sum, metrics, report_json
 
 

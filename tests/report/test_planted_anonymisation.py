@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
+from tests.fix_db import DB, run
 from tests.gate.sessions import Session, wait_until, waits_on_lock
-from tests.report.conftest import assert_clean, check_exit, findings, heartbeat, run, violations
+from tests.report.conftest import assert_clean, check_exit, findings, heartbeat, violations
 
 UTC = timezone.utc
 CLEAR = "+3161234%"  # callers in clear

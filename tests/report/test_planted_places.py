@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
+from tests.fix_db import DB, run
 from tests.report.conftest import (
     assert_clean,
     check_exit,
@@ -15,7 +15,6 @@ from tests.report.conftest import (
     heartbeat,
     metric_sum,
     metrics,
-    run,
     violations,
 )
 

@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from pgretention import installer
-from tests.conftest import DB
+from tests.fix_db import DB, run
 from tests.report.conftest import (
     assert_clean,
     check_exit,
@@ -20,7 +20,6 @@ from tests.report.conftest import (
     metric_sum,
     metrics,
     report_json,
-    run,
     violations,
 )
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import get_server
+from tests.fix_db import get_server
 from tests.security.fix_roles import PREFIX, actors  # noqa: F401  (fixture)
 
 

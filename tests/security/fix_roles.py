@@ -32,7 +32,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tests.conftest import DB
+from tests.fix_db import DB
 
 KINDS = ("adm", "op", "aud", "evil", "appowner")
 MEMBERSHIP = {"adm": "pgretention_admin", "op": "pgretention_operator", "aud": "pgretention_auditor"}
