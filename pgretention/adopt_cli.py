@@ -1,4 +1,4 @@
-"""Commands of online adoption: adopt, unadopt, adopt-cancel, adoptions (sql/functions/adopt.sql)."""
+"""Commands of online adoption: adopt, unadopt, adopt-cancel, adoptions (sql/adopt/)."""
 
 from __future__ import annotations
 

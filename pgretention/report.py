@@ -1,6 +1,6 @@
 """The compliance report and the metrics, gathered from the database.
 
-:func:`collect` asks the SQL functions of ``sql/functions/report.sql`` (and the pg_cron schedule,
+:func:`collect` asks the SQL functions of ``sql/report/`` (and the pg_cron schedule,
 which may live in another database) and returns plain data; :func:`render_html` turns it into one
 self-contained HTML page (inline CSS and SVG charts, no external resources) and
 :func:`prometheus_text` reads the metrics views into the Prometheus text exposition format.

@@ -1,4 +1,4 @@
-"""``pgretention tune``: partition interval advice from the table's real growth (sql/functions/tune.sql)."""
+"""``pgretention tune``: partition interval advice from the table's real growth (sql/partition/tune.sql)."""
 
 from __future__ import annotations
 
