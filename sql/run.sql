@@ -165,12 +165,12 @@ BEGIN
         RAISE NOTICE 'pgretention: this server is a standby; nothing to do (run on the primary)';
         RETURN;
     END IF;
+    IF p_table IS NOT NULL THEN
+        PERFORM pgretention._managed(p_table);
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pgretention.run')) THEN
         RAISE NOTICE 'pgretention: another run is active in this database; nothing to do';
         RETURN;
-    END IF;
-    IF p_table IS NOT NULL THEN
-        PERFORM pgretention._managed(p_table);
     END IF;
     v_run := pgretention._job_begin(p_runner, v_now, pg_catalog.jsonb_build_object('table', p_table), true);
     v_cfg := pgretention._job_settings();

@@ -12,6 +12,27 @@
 -- A crash at any point leaves either the original or the copy attached, never neither or both,
 -- and the next run continues from the recorded state.
 
+-- An operation of the anonymiser, or an error naming it (p_lock: FOR UPDATE).
+CREATE OR REPLACE FUNCTION pgretention._anon_operation(p_op bigint, p_lock boolean DEFAULT false)
+RETURNS pgretention.anon_op
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row pgretention.anon_op;
+BEGIN
+    IF p_lock THEN
+        SELECT * INTO v_row FROM pgretention.anon_op o WHERE o.id = p_op FOR UPDATE;
+    ELSE
+        SELECT * INTO v_row FROM pgretention.anon_op o WHERE o.id = p_op;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'anonymisation % does not exist', coalesce(p_op::text, 'NULL') USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN v_row;
+END
+$$;
+
 -- Partitions of a class past anonymise_after (and not yet past drop_after), not done yet, with
 -- no row under a legal hold.
 CREATE OR REPLACE FUNCTION pgretention._anon_due(p_table_id int, p_class text, p_now timestamptz)
@@ -64,7 +85,7 @@ DECLARE
     o pgretention.anon_op;
     t pgretention.managed_table;
 BEGIN
-    SELECT * INTO o FROM pgretention.anon_op WHERE id = TG_ARGV[0]::bigint;
+    o := pgretention._anon_operation(TG_ARGV[0]::bigint);
     t := pgretention._table(o.table_id);
     IF TG_OP <> 'INSERT' THEN
         RAISE EXCEPTION 'partition %.% is being anonymised: % refused, retry after the rewrite',
@@ -131,7 +152,7 @@ AS $$
 DECLARE
     o pgretention.anon_op;
 BEGIN
-    SELECT * INTO o FROM pgretention.anon_op WHERE id = p_op FOR UPDATE;
+    o := pgretention._anon_operation(p_op, true);
     IF o.state <> 'prepared' OR o.rows_copied IS NOT NULL
        OR pgretention._is_distributed(format('%I.%I', o.partition_schema, o.partition_name)::regclass) THEN
         RETURN coalesce(o.rows_copied, 0);
@@ -161,7 +182,7 @@ DECLARE
     v_keys jsonb;
     v_only text;
 BEGIN
-    SELECT * INTO o FROM pgretention.anon_op WHERE id = p_op;
+    o := pgretention._anon_operation(p_op);
     t := pgretention._table(o.table_id);
     v_orig := format('%I.%I', o.partition_schema, o.partition_name)::regclass;
     v_copy := format('%I.%I', o.partition_schema, o.copy_name);
@@ -220,7 +241,7 @@ DECLARE
     v_dist boolean;
     g record;
 BEGIN
-    SELECT * INTO o FROM pgretention.anon_op WHERE id = p_op FOR UPDATE;
+    o := pgretention._anon_operation(p_op, true);
     IF o.state <> 'prepared' THEN
         RETURN true;
     END IF;
@@ -280,7 +301,7 @@ DECLARE
     o pgretention.anon_op;
     t pgretention.managed_table;
 BEGIN
-    SELECT * INTO o FROM pgretention.anon_op WHERE id = p_op FOR UPDATE;
+    o := pgretention._anon_operation(p_op, true);
     IF o.state <> 'swapped' THEN
         RETURN o.state = 'done';
     END IF;

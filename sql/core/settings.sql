@@ -26,24 +26,36 @@ INSERT INTO pgretention.setting AS s (name, kind, value, description) VALUES
 ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, description = excluded.description
 WHERE s.kind IS DISTINCT FROM excluded.kind OR s.description IS DISTINCT FROM excluded.description;
 
--- Read a setting from pgretention.setting; errors name the setting when it is missing.
-CREATE OR REPLACE FUNCTION pgretention._setting_value(p_name text)
-RETURNS text
-LANGUAGE plpgsql STABLE
+-- A setting's row, or an error naming the setting (p_lock: FOR UPDATE, the caller changes it).
+CREATE OR REPLACE FUNCTION pgretention._setting_row(p_name text, p_lock boolean DEFAULT false)
+RETURNS pgretention.setting
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_value text;
+    v_row pgretention.setting;
 BEGIN
-    SELECT s.value INTO v_value FROM pgretention.setting s WHERE s.name = p_name;
+    IF p_lock THEN
+        SELECT * INTO v_row FROM pgretention.setting s WHERE s.name = p_name FOR UPDATE;
+    ELSE
+        SELECT * INTO v_row FROM pgretention.setting s WHERE s.name = p_name;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pgretention setting "%" does not exist', p_name
             USING ERRCODE = 'undefined_object';
     END IF;
-    RETURN v_value;
+    RETURN v_row;
 END
 $$;
+
+-- A setting's value (as text; the reader casts it to the setting's kind).
+CREATE OR REPLACE FUNCTION pgretention._setting_value(p_name text)
+RETURNS text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (pgretention._setting_row(p_name)).value $$;
 
 -- A value for a setting of a kind, or an error naming the setting and the kind it needs.
 CREATE OR REPLACE FUNCTION pgretention._check_setting(p_name text, p_kind text, p_value text)
@@ -89,11 +101,7 @@ AS $$
 DECLARE
     s pgretention.setting;
 BEGIN
-    SELECT * INTO s FROM pgretention.setting x WHERE x.name = p_name FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'pgretention setting "%" does not exist', p_name
-            USING ERRCODE = 'undefined_object';
-    END IF;
+    s := pgretention._setting_row(p_name, true);
     PERFORM pgretention._check_setting(p_name, s.kind, p_value);
     UPDATE pgretention.setting SET value = p_value WHERE name = p_name;
     PERFORM pgretention._audit('setting.change', p_name, jsonb_build_object('old', s.value, 'new', p_value));

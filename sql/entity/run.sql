@@ -242,12 +242,12 @@ BEGIN
     v_nested := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
                         WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.objsubid = 1
                           AND ((l.classid::int8 << 32) | l.objid::int8) = pg_catalog.hashtext('pgretention.run')::int8);
+    IF p_rule IS NOT NULL THEN
+        PERFORM pgretention._rule(p_rule);
+    END IF;
     IF NOT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pgretention.run')) THEN
         RAISE NOTICE 'pgretention: another run is active in this database; nothing to do';
         RETURN;
-    END IF;
-    IF p_rule IS NOT NULL THEN
-        PERFORM pgretention._rule(p_rule);
     END IF;
     -- called from within pgretention.run, the running run is the caller's own: left alone
     v_run := pgretention._job_begin(p_runner, v_now, pg_catalog.jsonb_build_object('engine', 'entity', 'rule', p_rule),
