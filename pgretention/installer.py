@@ -137,7 +137,15 @@ def _ensure_extension(
     return schema
 
 
+# Replayed first: the replay resolves every name with a fixed search_path (the rest of the install
+# transaction too), so nothing in a schema a user can write to can capture it.
+REPLAY_HEADER = "SET LOCAL search_path = pg_catalog, pg_temp"
+
+
 def _run_sql_files(conn: Conn) -> None:
+    """Replay ``sql/`` in manifest order; its last files drop the routines of an earlier release that
+    the replay did not create (``cleanup.sql``) and grant."""
+    conn.execute(REPLAY_HEADER)
     for path in sql_files():
         try:
             conn.execute(path.read_text().encode())

@@ -150,14 +150,14 @@ CREATE TABLE IF NOT EXISTS crm.job_applicant (
     procedure_ended_at timestamptz
 );
 
--- The rules. Each is created once; change them with drop_entity_rule + create_entity_rule.
+-- The rules. Each is created once; change them with entity_rule_drop + entity_rule_create.
 DO $$
 BEGIN
     -- accounts of every type: deleted when inactive 24 months (no service used, no purchase made;
     -- counted from the expiry of the last credit or subscription, the last message sent, the last
     -- service activated or login); never while a sub-account is alive; listed 30 days before.
     IF NOT EXISTS (SELECT 1 FROM pgretention.entity_rule WHERE rule_name = 'accounts') THEN
-        PERFORM pgretention.create_entity_rule('accounts', 'crm.account', 'id',
+        PERFORM pgretention.entity_rule_create('accounts', 'crm.account', 'id',
             '[{"column": "created_at"}, {"column": "last_login_at"},
               {"table": "crm.credit", "fk": "account_id", "column": "expires_at"},
               {"table": "crm.subscription", "fk": "account_id", "column": "ends_at"},
@@ -172,12 +172,12 @@ BEGIN
     END IF;
     -- job applicants: kept while the procedure runs
     IF NOT EXISTS (SELECT 1 FROM pgretention.entity_rule WHERE rule_name = 'job_applicants') THEN
-        PERFORM pgretention.create_entity_rule('job_applicants', 'crm.job_applicant', 'id',
+        PERFORM pgretention.entity_rule_create('job_applicants', 'crm.job_applicant', 'id',
             '[{"column": "procedure_ended_at"}]', '1 day');
     END IF;
     -- customer personal data: at most 10 years after the relationship ended
     IF NOT EXISTS (SELECT 1 FROM pgretention.entity_rule WHERE rule_name = 'customers') THEN
-        PERFORM pgretention.create_entity_rule('customers', 'crm.customer', 'id',
+        PERFORM pgretention.entity_rule_create('customers', 'crm.customer', 'id',
             '[{"column": "relationship_ended_at"}]', '10 years', 'anonymise',
             p_anonymise => '{"name": {"action": "null"}, "address": {"action": "null"}, "email": {"action": "hash"},
                              "phone": {"action": "null"}, "birth_date": {"action": "null"},
@@ -185,35 +185,35 @@ BEGIN
     END IF;
     -- personal data left on the website: at most 5 years; legal and historical documents are kept
     IF NOT EXISTS (SELECT 1 FROM pgretention.entity_rule WHERE rule_name = 'website_data') THEN
-        PERFORM pgretention.create_entity_rule('website_data', 'crm.website_submission', 'id',
+        PERFORM pgretention.entity_rule_create('website_data', 'crm.website_submission', 'id',
             '[{"column": "submitted_at"}]', '5 years', p_exempt_column => 'is_legal_document');
     END IF;
     -- marketing and sales information: 12 months, or the duration of the service to a customer
     IF NOT EXISTS (SELECT 1 FROM pgretention.entity_rule WHERE rule_name = 'marketing_leads') THEN
-        PERFORM pgretention.create_entity_rule('marketing_leads', 'crm.marketing_lead', 'id',
+        PERFORM pgretention.entity_rule_create('marketing_leads', 'crm.marketing_lead', 'id',
             '[{"column": "collected_at"}, {"column": "customer_until"}]', '12 months');
     END IF;
     -- account data for financial and tax law: at most 10 years
     IF NOT EXISTS (SELECT 1 FROM pgretention.entity_rule WHERE rule_name = 'invoices') THEN
-        PERFORM pgretention.create_entity_rule('invoices', 'crm.invoice', 'id',
+        PERFORM pgretention.entity_rule_create('invoices', 'crm.invoice', 'id',
             '[{"column": "issued_at"}]', '10 years');
     END IF;
     -- proof that consent was given: 5 years; proofs that are legal documents are kept
     IF NOT EXISTS (SELECT 1 FROM pgretention.entity_rule WHERE rule_name = 'consent_proofs') THEN
-        PERFORM pgretention.create_entity_rule('consent_proofs', 'crm.consent_proof', 'id',
+        PERFORM pgretention.entity_rule_create('consent_proofs', 'crm.consent_proof', 'id',
             '[{"column": "given_at"}]', '5 years', p_exempt_column => 'is_legal_document');
     END IF;
 
     -- the managed time series of the partition engine: CDRs and message logs
     IF to_regclass('crm.cdr') IS NULL THEN
-        PERFORM pgretention.create_table('crm.cdr',
+        PERFORM pgretention.table_create('crm.cdr',
             'id bigint, account_id bigint, region text, started_at timestamptz NOT NULL, caller text, callee text, duration_s int',
             'started_at', '1 month',
             '{"eu": {"drop_after": "6 months", "members": ["NL", "DE", "BE", "FR"]}, "intl": {"drop_after": "24 months"}}',
             p_class_column => 'region', p_default_class => 'intl');
     END IF;
     IF to_regclass('crm.message_log') IS NULL THEN
-        PERFORM pgretention.create_table('crm.message_log',
+        PERFORM pgretention.table_create('crm.message_log',
             'id bigint, account_id bigint, channel text, sent_at timestamptz NOT NULL, sender text, recipient text',
             'sent_at', '1 month', '{"all": {"drop_after": "13 months"}}');
     END IF;

@@ -1,0 +1,350 @@
+-- Entity engine, execution: CALL pgretention.entity_run(p_now, p_rule).
+-- Per rule: build the work set (rows whose whole subtree is expired; notices listed and
+-- cancelled), then handle it in short batch transactions. Each batch locks its rows with
+-- SKIP LOCKED, re-checks every condition under the lock, cleans declared dependants, deletes or
+-- anonymises the rows, counts them in the rule and writes one audit record. A killed run loses
+-- nothing: a batch is one transaction, and the next run rebuilds the work set.
+
+-- Rules a run works on.
+CREATE OR REPLACE FUNCTION pgretention._entity_run_rules(p_rule text)
+RETURNS TABLE (rule_id int, rule_name text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_rule IS NOT NULL THEN
+        PERFORM pgretention._rule(p_rule);
+    END IF;
+    RETURN QUERY SELECT r.id, r.rule_name FROM pgretention.entity_rule r
+    WHERE r.enabled AND (p_rule IS NULL OR r.rule_name = p_rule) ORDER BY r.id;
+END
+$$;
+
+-- Build a rule's work set at p_now and refresh its notices. Reads the table without locking rows.
+-- Returns the rows due now (after hierarchy and notice checks), and notices listed / cancelled.
+CREATE OR REPLACE FUNCTION pgretention._entity_prepare(p_rule_id int, p_now timestamptz,
+    OUT due bigint, OUT listed bigint, OUT cancelled bigint, OUT in_notice bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    v_rule pgretention.entity_rule;
+    v_table text;
+    v_horizon timestamptz;
+    v_n bigint;
+    v_before bigint;
+BEGIN
+    SELECT * INTO v_rule FROM pgretention.entity_rule r WHERE r.id = p_rule_id FOR UPDATE;
+    v_table := format('%I.%I', v_rule.table_schema, v_rule.table_name);
+    listed := 0; cancelled := 0; in_notice := 0;
+    DELETE FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id;
+    -- candidates: rows that expire by p_now (or within the notice period)
+    v_horizon := p_now - v_rule.period + coalesce(v_rule.notice_period, interval '0');
+    EXECUTE format(
+        'INSERT INTO pgretention.entity_work (rule_id, key, parent_key, expires_at)'
+        ' SELECT $1, x.k::text, x.p, x.a + $3 FROM (SELECT t.%1$I AS k, %2$s AS p, %3$s AS a FROM %4$s t WHERE %5$s) x'
+        ' WHERE x.a <= $2',
+        v_rule.key_column,
+        CASE WHEN v_rule.parent_column IS NULL THEN 'NULL::text' ELSE format('t.%I::text', v_rule.parent_column) END,
+        pgretention._entity_activity_sql(p_rule_id), v_table, pgretention._entity_eligible_sql(p_rule_id))
+        USING p_rule_id, v_horizon, v_rule.period;
+    -- hierarchy: a row stays a candidate only while every child row is a candidate too
+    IF v_rule.parent_column IS NOT NULL THEN
+        FOR i IN 1 .. 64 LOOP
+            EXECUTE format(
+                'DELETE FROM pgretention.entity_work w WHERE w.rule_id = $1 AND EXISTS ('
+                ' SELECT 1 FROM %1$s c WHERE c.%2$I = w.key::%4$s AND NOT EXISTS ('
+                '  SELECT 1 FROM pgretention.entity_work w2 WHERE w2.rule_id = $1 AND w2.key = c.%3$I::text))',
+                v_table, v_rule.parent_column, v_rule.key_column, v_rule.key_type) USING p_rule_id;
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+            EXIT WHEN v_n = 0;
+        END LOOP;
+    END IF;
+    IF v_rule.notice_period IS NOT NULL THEN
+        SELECT count(*) INTO v_before FROM pgretention.entity_notice n WHERE n.rule_id = p_rule_id;
+        -- no longer expiring (active again, exempted, gone): notice cancelled
+        DELETE FROM pgretention.entity_notice n WHERE n.rule_id = p_rule_id
+            AND NOT EXISTS (SELECT 1 FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id AND w.key = n.key);
+        GET DIAGNOSTICS cancelled = ROW_COUNT;
+        INSERT INTO pgretention.entity_notice AS n (rule_id, key, parent_key, first_listed_at, expires_at)
+        SELECT w.rule_id, w.key, w.parent_key, p_now, w.expires_at FROM pgretention.entity_work w
+        WHERE w.rule_id = p_rule_id
+        ON CONFLICT (rule_id, key) DO UPDATE SET expires_at = excluded.expires_at, parent_key = excluded.parent_key;
+        SELECT count(*) INTO in_notice FROM pgretention.entity_notice n WHERE n.rule_id = p_rule_id;
+        listed := in_notice - (v_before - cancelled);
+        -- due now: expired, and listed for at least the notice period
+        DELETE FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id AND (w.expires_at > p_now
+            OR NOT EXISTS (SELECT 1 FROM pgretention.entity_notice n WHERE n.rule_id = p_rule_id AND n.key = w.key
+                           AND n.first_listed_at <= p_now - v_rule.notice_period));
+        IF listed > 0 OR cancelled > 0 THEN
+            PERFORM pgretention._audit('entity.notice', v_table, jsonb_build_object('rule', v_rule.rule_name,
+                'listed', listed, 'cancelled', cancelled, 'in_notice', in_notice, 'reference_time', p_now));
+        END IF;
+    END IF;
+    SELECT count(*) INTO due FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id;
+END
+$$;
+
+-- One batch: up to p_limit keys of pass p_pass. Locks the rows (SKIP LOCKED), re-checks them under
+-- the lock, cleans dependants, deletes or anonymises, records and audits. Rows not handled (a child
+-- row still there, locked by someone, active again) go to the next pass.
+-- Returns picked (keys taken from the work set) and done (rows deleted or anonymised); both NULL
+-- when a lock was not granted within lock_timeout (nothing changed; the caller retries).
+CREATE OR REPLACE FUNCTION pgretention._entity_batch(p_rule_id int, p_now timestamptz, p_pass int, p_limit int,
+    p_run_id bigint, OUT picked int, OUT done int)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+AS $$
+DECLARE
+    v_rule pgretention.entity_rule;
+    v_table text;
+    v_keys text[];
+    v_ok text[];
+    v_cond text;
+    v_dep jsonb;
+    v_name record;
+    v_n bigint;
+    v_deps jsonb := '{}';
+    v_dep_total bigint := 0;
+    v_lock_timeout text := current_setting('lock_timeout');
+    v_started timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO v_rule FROM pgretention.entity_rule r WHERE r.id = p_rule_id;
+    v_table := format('%I.%I', v_rule.table_schema, v_rule.table_name);
+    v_keys := ARRAY(SELECT w.key FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id AND w.pass = p_pass
+                    ORDER BY w.key LIMIT p_limit);
+    picked := cardinality(v_keys);
+    done := 0;
+    IF picked = 0 THEN
+        RETURN;
+    END IF;
+    v_cond := format('%s <= $2 AND %s', pgretention._entity_activity_sql(p_rule_id),
+                     pgretention._entity_eligible_sql(p_rule_id));
+    IF v_rule.parent_column IS NOT NULL AND v_rule.action = 'delete' THEN
+        v_cond := v_cond || format(' AND NOT EXISTS (SELECT 1 FROM %s c WHERE c.%I = t.%I)',
+                                   v_table, v_rule.parent_column, v_rule.key_column);
+    END IF;
+    IF v_rule.notice_period IS NOT NULL THEN
+        v_cond := v_cond || format(' AND EXISTS (SELECT 1 FROM pgretention.entity_notice n WHERE n.rule_id = $3'
+                                   ' AND n.key = t.%I::text AND n.first_listed_at <= $4)', v_rule.key_column);
+    END IF;
+    BEGIN
+        PERFORM pgretention._set_lock_timeout();
+        EXECUTE format('SELECT coalesce(array_agg(x.k::text), ''{}'') FROM (SELECT t.%1$I AS k FROM %2$s t'
+                       ' WHERE t.%1$I = ANY($1::%3$s[]) AND %4$s FOR UPDATE OF t SKIP LOCKED) x',
+                       v_rule.key_column, v_table, v_rule.key_type, v_cond)
+            USING v_keys, p_now - v_rule.period, p_rule_id, p_now - coalesce(v_rule.notice_period, interval '0')
+            INTO v_ok;
+        done := cardinality(v_ok);
+        IF done > 0 THEN
+            FOR v_dep IN SELECT value FROM jsonb_array_elements(v_rule.dependants) LOOP
+                v_name := pgretention._split_name(v_dep ->> 'table');
+                EXECUTE format('DELETE FROM %I.%I d WHERE d.%I = ANY($1::%s[])', v_name.schema_name, v_name.table_name,
+                               v_dep ->> 'fk', v_rule.key_type) USING v_ok;
+                GET DIAGNOSTICS v_n = ROW_COUNT;
+                v_deps := v_deps || jsonb_build_object(v_dep ->> 'table',
+                                                       coalesce((v_deps ->> (v_dep ->> 'table'))::bigint, 0) + v_n);
+                v_dep_total := v_dep_total + v_n;
+            END LOOP;
+            IF v_rule.action = 'delete' THEN
+                EXECUTE format('DELETE FROM %s t WHERE t.%I = ANY($1::%s[])', v_table, v_rule.key_column, v_rule.key_type)
+                    USING v_ok;
+            ELSE
+                EXECUTE format('UPDATE %s t SET %s WHERE t.%I = ANY($1::%s[])', v_table,
+                               pgretention._entity_anonymise_sql(p_rule_id), v_rule.key_column, v_rule.key_type)
+                    USING v_ok, NULL::int, NULL::int, NULL::int, pgretention._secret_key('entity');
+            END IF;
+            DELETE FROM pgretention.entity_notice n WHERE n.rule_id = p_rule_id AND n.key = ANY(v_ok);
+        END IF;
+    EXCEPTION WHEN lock_not_available THEN
+        -- a lock wait timed out (a dependant's rows, a foreign key): the batch is rolled back
+        picked := NULL;
+        done := NULL;
+        RETURN;
+    END;
+    DELETE FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id AND w.key = ANY(v_ok);
+    UPDATE pgretention.entity_work w SET pass = p_pass + 1 WHERE w.rule_id = p_rule_id AND w.key = ANY(v_keys);
+    UPDATE pgretention.entity_rule r SET
+        rows_deleted = r.rows_deleted + CASE WHEN v_rule.action = 'delete' THEN done ELSE 0 END,
+        rows_anonymised = r.rows_anonymised + CASE WHEN v_rule.action = 'anonymise' THEN done ELSE 0 END,
+        dependants_deleted = r.dependants_deleted + v_dep_total,
+        batches = r.batches + CASE WHEN done > 0 THEN 1 ELSE 0 END,
+        last_batch_at = CASE WHEN done > 0 THEN clock_timestamp() ELSE r.last_batch_at END,
+        last_run_id = p_run_id, last_error = NULL
+    WHERE r.id = p_rule_id;
+    IF done > 0 THEN
+        PERFORM pgretention._audit('entity.' || v_rule.action, v_table, jsonb_build_object(
+            'rule', v_rule.rule_name, 'run_id', p_run_id, 'rows', done, 'dependants', v_deps, 'pass', p_pass,
+            'reference_time', p_now,
+            'ms', round((extract(epoch FROM clock_timestamp() - v_started) * 1000)::numeric, 1)));
+    END IF;
+    PERFORM pgretention._set_lock_timeout(v_lock_timeout);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgretention._entity_rule_error(p_rule_id int, p_run_id bigint, p_error text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE pgretention.entity_rule r SET last_error = p_error, last_run_id = p_run_id WHERE r.id = p_rule_id;
+END
+$$;
+
+-- The entry point. A procedure (it commits after every batch), hence SECURITY INVOKER without SET
+-- clauses; all privileged work happens in the definer functions above. Shares the run lock with
+-- pgretention.run: the two never run at the same time in one database (the lock is re-entrant,
+-- so pgretention.run may call this procedure).
+CREATE OR REPLACE PROCEDURE pgretention.entity_run(
+    p_now timestamptz DEFAULT NULL,
+    p_rule text DEFAULT NULL,
+    p_runner text DEFAULT 'sql')
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_now timestamptz := coalesce(p_now, pg_catalog.now());
+    v_run bigint;
+    v_cfg record;
+    v_rule record;
+    v_prep record;
+    v_batch record;
+    v_pass int;
+    v_pass_done bigint;
+    v_limit int;
+    v_attempt int;
+    v_sleep float8;
+    v_waited float8;
+    v_t0 timestamptz;
+    v_ms float8;
+    v_rows bigint := 0;
+    v_rule_rows bigint;
+    v_batches bigint;
+    v_errors jsonb := '[]';
+    v_rules jsonb := '{}';
+    v_deferred int := 0;
+    v_status text;
+    v_gave_up boolean;
+    v_err text;
+    v_nested boolean;
+BEGIN
+    IF pg_catalog.pg_is_in_recovery() THEN
+        RAISE NOTICE 'pgretention: this server is a standby; nothing to do (run on the primary)';
+        RETURN;
+    END IF;
+    -- already held by this session: called from within pgretention.run
+    v_nested := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                        WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.objsubid = 1
+                          AND ((l.classid::int8 << 32) | l.objid::int8) = pg_catalog.hashtext('pgretention.run')::int8);
+    IF p_rule IS NOT NULL THEN
+        PERFORM pgretention._rule(p_rule);
+    END IF;
+    IF NOT pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pgretention.run')) THEN
+        RAISE NOTICE 'pgretention: another run is active in this database; nothing to do';
+        RETURN;
+    END IF;
+    -- called from within pgretention.run, the running run is the caller's own: left alone
+    v_run := pgretention._job_begin(p_runner, v_now, pg_catalog.jsonb_build_object('engine', 'entity', 'rule', p_rule),
+                                    NOT v_nested);
+    v_cfg := pgretention._job_settings();
+    COMMIT;
+
+    FOR v_rule IN SELECT * FROM pgretention._entity_run_rules(p_rule) LOOP
+        v_err := NULL;
+        BEGIN
+            v_prep := pgretention._entity_prepare(v_rule.rule_id, v_now);
+        EXCEPTION WHEN OTHERS THEN
+            v_err := SQLERRM;
+        END;
+        IF v_err IS NOT NULL THEN
+            v_errors := v_errors || pg_catalog.jsonb_build_object('rule', v_rule.rule_name, 'step', 'prepare', 'error', v_err);
+            PERFORM pgretention._entity_rule_error(v_rule.rule_id, v_run, v_err);
+            COMMIT;
+            CONTINUE;
+        END IF;
+        COMMIT;
+        RAISE NOTICE 'pgretention: rule %: % rows due, % listed for notice, % notices cancelled, % in notice',
+            v_rule.rule_name, v_prep.due, v_prep.listed, v_prep.cancelled, v_prep.in_notice;
+        v_rule_rows := 0;
+        v_batches := 0;
+        v_limit := least(100, v_cfg.batch_max);
+        v_gave_up := false;
+        v_pass := 0;
+        WHILE v_prep.due > 0 AND v_pass < v_cfg.max_passes AND NOT v_gave_up LOOP
+            v_pass_done := 0;
+            LOOP
+                v_attempt := 0;
+                v_sleep := 0.01;
+                v_waited := 0;
+                LOOP
+                    v_attempt := v_attempt + 1;
+                    v_t0 := pg_catalog.clock_timestamp();
+                    v_err := NULL;
+                    BEGIN
+                        v_batch := pgretention._entity_batch(v_rule.rule_id, v_now, v_pass, v_limit, v_run);
+                    EXCEPTION WHEN OTHERS THEN
+                        v_err := SQLERRM;
+                    END;
+                    IF v_err IS NOT NULL THEN
+                        v_errors := v_errors || pg_catalog.jsonb_build_object('rule', v_rule.rule_name,
+                            'step', 'batch', 'error', v_err);
+                        PERFORM pgretention._entity_rule_error(v_rule.rule_id, v_run, v_err);
+                        v_gave_up := true;
+                    END IF;
+                    COMMIT;
+                    v_ms := 1000 * extract(epoch FROM pg_catalog.clock_timestamp() - v_t0);
+                    EXIT WHEN v_gave_up;
+                    EXIT WHEN v_batch.picked IS NOT NULL;
+                    -- a lock was not granted: the batch rolled back; back off and retry, smaller
+                    v_waited := v_waited + v_sleep;
+                    IF v_attempt >= v_cfg.retries OR v_waited >= v_cfg.max_wait THEN
+                        v_deferred := v_deferred + 1;
+                        v_gave_up := true;
+                        RAISE NOTICE 'pgretention: rule %: rows busy after % lock attempts; left for the next run',
+                            v_rule.rule_name, v_attempt;
+                        EXIT;
+                    END IF;
+                    PERFORM pg_catalog.pg_sleep(v_sleep);
+                    v_sleep := least(v_sleep * 2, v_cfg.backoff_max);
+                    v_limit := greatest(1, v_limit / 2);
+                END LOOP;
+                EXIT WHEN v_gave_up OR v_batch.picked = 0;
+                v_pass_done := v_pass_done + v_batch.done;
+                v_rule_rows := v_rule_rows + v_batch.done;
+                IF v_batch.done > 0 THEN
+                    v_batches := v_batches + 1;
+                    RAISE NOTICE 'pgretention: rule %: % rows in % ms (pass %, % of % due)', v_rule.rule_name,
+                        v_batch.done, round(v_ms::numeric, 1), v_pass, v_rule_rows, v_prep.due;
+                END IF;
+                -- adapt the batch size so that one batch (its lock hold) takes about the target time
+                -- (grow by at most half when a full batch was quick; shrink whenever one was slow)
+                IF v_batch.picked >= v_limit OR v_ms > v_cfg.target_ms THEN
+                    v_limit := greatest(1, least(v_cfg.batch_max,
+                        (v_limit * least(1.5, v_cfg.target_ms / greatest(v_ms, 1.0)))::int));
+                END IF;
+            END LOOP;
+            EXIT WHEN v_pass_done = 0;
+            v_pass := v_pass + 1;
+        END LOOP;
+        v_rows := v_rows + v_rule_rows;
+        v_rules := v_rules || pg_catalog.jsonb_build_object(v_rule.rule_name, pg_catalog.jsonb_build_object(
+            'due', v_prep.due, 'done', v_rule_rows, 'batches', v_batches, 'passes', v_pass + 1,
+            'listed', v_prep.listed, 'cancelled', v_prep.cancelled, 'in_notice', v_prep.in_notice));
+    END LOOP;
+
+    v_status := CASE WHEN pg_catalog.jsonb_array_length(v_errors) > 0 THEN 'failed'
+                     WHEN v_deferred > 0 THEN 'partial' ELSE 'ok' END;
+    PERFORM pgretention._job_end(v_run, pg_catalog.jsonb_build_object(
+        'rules', v_rules, 'errors', v_errors, 'totals', pg_catalog.jsonb_build_object('rows', v_rows, 'deferred', v_deferred)),
+        v_status, CASE WHEN v_status = 'failed' THEN v_errors -> 0 ->> 'error' END, 'entity.run', v_rows > 0);
+    COMMIT;
+    PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pgretention.run'));
+    RAISE NOTICE 'pgretention: entity run % %: % rows', v_run, v_status, v_rows;
+END
+$$;
