@@ -94,7 +94,7 @@ def _run(ctx: Context, dsn: str) -> Result:
     with connect(dsn) as conn:
         today = server_today(conn)
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(qualified(TABLE), sql.SQL(CDR_COLUMNS)))
-        conn.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+        conn.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     per_day = rows // DAYS
     load(dsn, [TABLE], plan_days(today, [(DAYS - d, per_day) for d in range(DAYS)]), jobs=ctx.jobs)
     with connect(dsn) as conn:

@@ -3,7 +3,7 @@
 One day of CDRs (5M rows at scale 1) is anonymised twice, with the same expressions (keyed
 pseudonym of the caller, callee truncated to its country and area prefix):
 * UPDATE in place on a plain copy of the rows, how static masking tools work;
-* pgretention's rewrite-and-swap (``CALL pgretention.run_anonymiser()``) on the partition.
+* pgretention's rewrite-and-swap (``CALL pgretention.anon_run()``) on the partition.
 Both tables carry indexes on time, caller and callee. Figures: wall time, WAL, size after, dead
 tuples. Meanwhile one writer inserts into the current partition; its worst latency is reported.
 """
@@ -34,14 +34,14 @@ def run(ctx: Context) -> Result:
         with connect(dsn) as conn:
             today = server_today(conn)
             conn.execute(
-                "SELECT pgretention.create_table('public.cdr', %s, 'started_at', '1 day', %s, p_start => %s)",
+                "SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day', %s, p_start => %s)",
                 [CDR_COLUMNS, Jsonb({"all": {"anonymise_after": "30 days", "drop_after": "400 days"}}),
                  today - timedelta(days=DAYS_AGO + 2)],
             )
             for col in ("started_at", "caller", "callee"):
                 conn.execute(f"CREATE INDEX ON cdr ({col})")  # noqa: S608 - fixed column names
-            conn.execute("SELECT pgretention.anon_set_rule('public.cdr', 'caller', 'pseudonym')")
-            conn.execute("SELECT pgretention.anon_set_rule('public.cdr', 'callee', 'e164_prefix', '4')")
+            conn.execute("SELECT pgretention.anon_rule_set('public.cdr', 'caller', 'pseudonym')")
+            conn.execute("SELECT pgretention.anon_rule_set('public.cdr', 'callee', 'e164_prefix', '4')")
             conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
         load(dsn, ["public.cdr"], plan_days(today, [(DAYS_AGO, rows)]), jobs=ctx.jobs)
         with connect(dsn) as conn:
@@ -87,7 +87,7 @@ def run(ctx: Context) -> Result:
             lsn = wal_lsn(conn)
             th.start()
             time.sleep(0.5)
-            rewrite_ms, _ = timed(lambda: conn.execute("CALL pgretention.run_anonymiser(p_table => 'public.cdr')"))
+            rewrite_ms, _ = timed(lambda: conn.execute("CALL pgretention.anon_run(p_table => 'public.cdr')"))
             time.sleep(0.5)
             stop.set()
             th.join()

@@ -42,7 +42,7 @@ def _chain(ctx: Context, dsn: str, res: Result) -> None:
     points: list[tuple[int, float]] = []
     append_ms = 0.0
     with connect(dsn) as conn:
-        conn.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+        conn.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
         for i in range(CHUNKS):
             log(f"audit: appending records {i * chunk + 1}-{(i + 1) * chunk}")
             # as the engines write them: a few records per transaction
@@ -53,7 +53,7 @@ def _chain(ctx: Context, dsn: str, res: Result) -> None:
                           " IF g % 10 = 0 THEN COMMIT; END IF; END LOOP; END$$")
             append_ms += ms
             n = one(conn, "SELECT count(*) FROM pgretention.audit_log")
-            verify_ms, row = timed(lambda: conn.execute("SELECT ok FROM pgretention.verify_audit()").fetchone())
+            verify_ms, row = timed(lambda: conn.execute("SELECT ok FROM pgretention.audit_verify()").fetchone())
             assert row is not None and row[0] is True
             points.append((int(n), verify_ms))
             log(f"audit: verify of {n:,} records in {fmt_ms(verify_ms)}")
@@ -61,7 +61,7 @@ def _chain(ctx: Context, dsn: str, res: Result) -> None:
         cut_ms, removed = timed(lambda: one(
             conn, "SELECT pgretention.audit_retention(%s::timestamptz"
                   " + (SELECT value::interval FROM pgretention.setting WHERE name = 'audit_keep'))", [mid]))
-        after_ms, row = timed(lambda: conn.execute("SELECT ok, records FROM pgretention.verify_audit()").fetchone())
+        after_ms, row = timed(lambda: conn.execute("SELECT ok, records FROM pgretention.audit_verify()").fetchone())
         assert row is not None and row[0] is True
     per_million = points[-1][1] / points[-1][0] * 1e6
     rate = CHUNKS * chunk / (append_ms / 1e3)
@@ -91,7 +91,7 @@ def _report(ctx: Context, dsn: str, res: Result) -> None:
     with connect(dsn) as conn:
         today = one(conn, "SELECT date_trunc('day', now())")
         conn.execute(
-            "SELECT pgretention.create_table('public.cdr', 'id bigint, region text, started_at timestamptz,"
+            "SELECT pgretention.table_create('public.cdr', 'id bigint, region text, started_at timestamptz,"
             " caller text', 'started_at', '1 day', %s, p_class_column => 'region', p_default_class => 'intl',"
             " p_start => %s, p_premake => 2)",
             [Jsonb({"eu": {"drop_after": "180 days", "members": ["NL"]}, "intl": {"drop_after": "500 days"}}),

@@ -59,10 +59,10 @@ def run(ctx: Context) -> Result:
         res.params["cluster"] = f"{version}, {workers} workers"
         _drop(conn)
         conn.execute("SET citus.shard_count = 4")
-        conn.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+        conn.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(T_DELETE), sql.SQL(COLUMNS)))
         conn.execute("SELECT create_distributed_table(%s, 'caller')", [T_DELETE])
-        conn.execute("SELECT pgretention.create_table(%s, %s, 'started_at', '1 day', %s,"
+        conn.execute("SELECT pgretention.table_create(%s, %s, 'started_at', '1 day', %s,"
                      " p_start => date_trunc('day', now()) - make_interval(days => %s), p_distribute_by => 'caller')",
                      [f"public.{T_PGRET}", COLUMNS, Jsonb({"all": {"drop_after": f"{DROP_AFTER_DAYS} days"}}),
                       days + DROP_AFTER_DAYS - KEPT_DAYS])
@@ -146,7 +146,7 @@ def run(ctx: Context) -> Result:
 
 
 def _drop(conn: Any) -> None:
-    conn.execute("SELECT pgretention.release_table(format('%%I.%%I', table_schema, table_name))"
+    conn.execute("SELECT pgretention.table_release(format('%%I.%%I', table_schema, table_name))"
                  " FROM pgretention.managed_table WHERE table_name = %s", [T_PGRET])
     for schema, name in conn.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
                                      " ON n.oid = c.relnamespace WHERE c.relname ~ '^bench_citus_'"

@@ -5,7 +5,7 @@ resellers (9%) and sub-accounts (90%), 20 contacts per account, 10% of the accou
 30 months (the rule: 24 months, 30 days notice), the rest active within the last 300 days.
 
 * pgretention: the reference rule ``accounts``; a run 31 days earlier lists the accounts (notice),
-  then ``CALL pgretention.run_entities()`` deletes them in short batches (contacts first).
+  then ``CALL pgretention.entity_run()`` deletes them in short batches (contacts first).
 * naive: the same data (a copy of the database), one ``DELETE FROM crm.account WHERE <inactive 24
   months> AND <no sub-account>`` whose contacts go by ``ON DELETE CASCADE``.
 
@@ -178,7 +178,7 @@ def _pgretention(dsn: str, n: int, now: datetime) -> dict[str, Any]:
         ins.start()
         time.sleep(1.0)
         t_start = time.monotonic()
-        conn.execute("CALL pgretention.run_entities(p_now => %s, p_rule => 'accounts', p_runner => 'bench')", [now])
+        conn.execute("CALL pgretention.entity_run(p_now => %s, p_rule => 'accounts', p_runner => 'bench')", [now])
         ms = (time.monotonic() - t_start) * 1e3
         time.sleep(1.0)
         ins.stop()
@@ -238,7 +238,7 @@ def _run(ctx: Context, dsn: str, n: int) -> Result:
     log(f"entity: loaded in {load_s:.0f}s; listing the inactive accounts 31 days before (notice)")
     with connect(dsn) as conn:
         t0 = time.monotonic()
-        conn.execute("CALL pgretention.run_entities(p_now => %s, p_rule => 'accounts', p_runner => 'bench')",
+        conn.execute("CALL pgretention.entity_run(p_now => %s, p_rule => 'accounts', p_runner => 'bench')",
                      [now - timedelta(days=31)])
         listing_ms = (time.monotonic() - t0) * 1e3
         listed = int(one(conn, "SELECT count(*) FROM pgretention.entity_notice"))

@@ -93,7 +93,7 @@ def _run(ctx: Context, dsn: str, rows_per_day: int) -> Result:
         today = server_today(conn)
         start = today - timedelta(days=DAYS - 1)
         conn.execute(
-            "SELECT pgretention.create_table(%s, %s, 'started_at', '1 day', %s::jsonb, p_start => %s)",
+            "SELECT pgretention.table_create(%s, %s, 'started_at', '1 day', %s::jsonb, p_start => %s)",
             [TABLE, generator.CDR_COLUMNS, f'{{"default": {{"drop_after": "{DROP_AFTER_DAYS} days"}}}}', start])
         fig["partitions_before"] = one(conn, "SELECT count(*) FROM pg_partition_tree(%s::regclass) WHERE isleaf",
                                        [TABLE])

@@ -51,7 +51,7 @@ def _requests(ctx: Context, dsn: str, res: Result) -> None:
     with connect(dsn) as conn:
         today = server_today(conn)
         conn.execute(
-            "SELECT pgretention.create_table('public.cdr', %s, 'started_at', '1 day', %s, p_start => %s, p_premake => 2)",
+            "SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day', %s, p_start => %s, p_premake => 2)",
             [CDR_COLUMNS, Jsonb({"default": {"drop_after": "500 days"}}), today - timedelta(days=DAYS)],
         )
     load(
@@ -68,7 +68,7 @@ def _requests(ctx: Context, dsn: str, res: Result) -> None:
         )
         conn.execute("VACUUM ANALYZE cdr")
         conn.execute(
-            "SELECT pgretention.register_subject_table('public.cdr', %s)",
+            "SELECT pgretention.subject_table_register('public.cdr', %s)",
             [Jsonb({"caller": "phone", "callee": "phone"})],
         )
         ids = Jsonb({"phone": [SUBJECT]})
@@ -135,7 +135,7 @@ def _holds(ctx: Context, dsn: str, res: Result) -> None:
         today = server_today(conn)
         for t in tables:
             conn.execute(
-                "SELECT pgretention.create_table(%s, %s, 'started_at', '1 day', %s, p_start => %s, p_premake => 2)",
+                "SELECT pgretention.table_create(%s, %s, 'started_at', '1 day', %s, p_start => %s, p_premake => 2)",
                 [
                     t,
                     CDR_COLUMNS,
@@ -151,7 +151,7 @@ def _holds(ctx: Context, dsn: str, res: Result) -> None:
             conn.execute(sql.SQL("CREATE INDEX ON {} (callee)").format(qualified(t)))
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(qualified(t)))
         conn.execute(
-            "SELECT pgretention.register_subject_table('public.cdr_held', %s)",
+            "SELECT pgretention.subject_table_register('public.cdr_held', %s)",
             [Jsonb({"caller": "phone", "callee": "phone"})],
         )
         numbers = [

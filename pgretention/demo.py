@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             # pg_partman premade partitions from now on; give the table 30 months of history
-            conn.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+            conn.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
             for cls in ("eu", "sms", "intl"):
                 conn.execute(
                     "SELECT pgretention._partman_call('create_partition_time', jsonb_build_object("
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                 conn.execute("CALL pgretention.run(now() + %s * interval '1 week', p_runner => 'sql')", [week])
             print("dropped partitions:", conn.execute(
                 "SELECT count(*) FROM pgretention.partition_op WHERE state = 'done'").fetchone()[0])  # type: ignore[index]
-            ok, records = conn.execute("SELECT ok, records FROM pgretention.verify_audit()").fetchone()  # type: ignore[misc]
+            ok, records = conn.execute("SELECT ok, records FROM pgretention.audit_verify()").fetchone()  # type: ignore[misc]
             print(f"audit log: {records} records, hash chain intact: {ok}")
         cli(dsn, "request", "fulfil", "1")
         cli(dsn, "status", "--now", time.strftime("%Y-%m-%d", time.gmtime(time.time() + 91 * 86400)))

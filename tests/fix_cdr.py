@@ -24,7 +24,7 @@ def create_cdr(db: DB, classes: dict[str, Any], *, interval: str = "1 day", star
                default: str | None = None, class_column: str | None = "region", name: str = "public.cdr",
                columns: str = CDR_COLUMNS, time_column: str = "started_at", **kw: Any) -> None:
     db.execute(
-        "SELECT pgretention.create_table(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
+        "SELECT pgretention.table_create(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
         " p_start => %s" + "".join(f", {k} => %s" for k in kw) + ")",
         [name, columns, time_column, interval, Jsonb(classes), class_column, default, start, *kw.values()],
     )
@@ -86,7 +86,7 @@ def simulate_800_days(engine: DB, layout: str, **create: Any) -> None:
             purged = conn.execute("SELECT count(DISTINCT (d.details ->> 'class', d.details ->> 'from'))"
                                   " FROM pgretention.audit_log d WHERE d.action = 'class.purge'").fetchone()[0]  # type: ignore[index]
             assert purged > 100
-        assert conn.execute("SELECT ok FROM pgretention.verify_audit()").fetchone()[0] is True  # type: ignore[index]
+        assert conn.execute("SELECT ok FROM pgretention.audit_verify()").fetchone()[0] is True  # type: ignore[index]
 
 
 def relativedelta_months(months: int) -> Any:
@@ -104,9 +104,9 @@ def relativedelta_months(months: int) -> Any:
 
 def daily_cdr(db: DB, *, days: int, rows_per_day: int, drop_after: str = "10 days") -> datetime:
     """A managed CDR table with ``days`` days of calls up to now, one partition a day; returns now."""
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     at: datetime = db.one("SELECT date_trunc('second', now())")
-    db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text,"
+    db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text,"
                " callee text, duration int', 'started_at', '1 day', %s, p_start => %s::timestamptz - make_interval(days => %s))",
                [Jsonb({"all": {"drop_after": drop_after}}), at, days + 1])
     db.execute("INSERT INTO cdr SELECT g, %s::timestamptz - make_interval(days => %s) + g * make_interval(secs => %s),"

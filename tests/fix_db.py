@@ -163,7 +163,7 @@ def installed(db: DB) -> DB:
 @pytest.fixture
 def engine(installed: DB) -> DB:
     """pgretention installed, with reference times in the future allowed (simulated time)."""
-    installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     return installed
 
 
@@ -185,8 +185,8 @@ def run(db: DB, at: datetime | None = None, table: str | None = None) -> dict[st
 
 
 def run_entities(db: DB, at: datetime | None = None, rule: str | None = None) -> dict[str, Any]:
-    """``CALL pgretention.run_entities()`` at reference time ``at``: the run's status and summary."""
-    return _job(db, "CALL pgretention.run_entities(p_now => %s, p_rule => %s, p_runner => 'test')", [at, rule])
+    """``CALL pgretention.entity_run()`` at reference time ``at``: the run's status and summary."""
+    return _job(db, "CALL pgretention.entity_run(p_now => %s, p_rule => %s, p_runner => 'test')", [at, rule])
 
 
 def _job(db: DB, call: str, params: list[Any]) -> dict[str, Any]:

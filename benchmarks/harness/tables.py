@@ -81,7 +81,7 @@ def drop_after_json() -> str:
 def create_pgretention_table(conn: Conn, table: str, start: datetime, premake: int = 4) -> None:
     """A table managed by pgretention: daily partitions from ``start``, drop_after 30 days."""
     conn.execute(
-        "SELECT pgretention.create_table(%s, %s, 'started_at', '1 day', %s::jsonb,"
+        "SELECT pgretention.table_create(%s, %s, 'started_at', '1 day', %s::jsonb,"
         " p_start => %s, p_premake => %s)",
         [table, CDR_COLUMNS, drop_after_json(), start, premake],
     )
@@ -125,7 +125,7 @@ def drop_partman_table(conn: Conn, table: str) -> None:
 
 
 def drop_pgretention_table(conn: Conn, table: str) -> None:
-    conn.execute("SELECT pgretention.release_table(%s)", [table])
+    conn.execute("SELECT pgretention.table_release(%s)", [table])
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(qualified(table)))
 
 

@@ -77,7 +77,7 @@ def adopt(ctx: Ctx, name: str, time_column: str, drop_after: str, interval_: str
 def unadopt(ctx: Ctx, name: str, yes: bool) -> None:
     """Give an adopted table back as a plain table with all its rows (blocks it while rows are copied)."""
     confirm(yes, f"Turn {name} back into a plain table (the application waits while rows are copied)?")
-    copied = call(ctx, "SELECT pgretention.unadopt(%s)", [name], statement_timeout=None)
+    copied = call(ctx, "SELECT pgretention.adopt_undo(%s)", [name], statement_timeout=None)
     emit(ctx, {"table": name, "rows": copied},
          lambda d: click.echo(f"{d['table']} is a plain table again with {d['rows']} rows"))
 

@@ -45,7 +45,7 @@ def anon_group() -> None:
 @pass_ctx
 def anon_rule(ctx: Ctx, table_name: str, column: str, method: str, param: str | None) -> None:
     """Set how COLUMN of TABLE is anonymised."""
-    call(ctx, "SELECT pgretention.anon_set_rule(%s, %s, %s, %s)", [table_name, column, method, param])
+    call(ctx, "SELECT pgretention.anon_rule_set(%s, %s, %s, %s)", [table_name, column, method, param])
     emit(ctx, {"table": table_name, "column": column, "method": method, "param": param},
          lambda d: click.echo(f"{d['table']}.{d['column']}: {d['method']} {d['param'] or ''}".rstrip()))
 
@@ -83,7 +83,7 @@ def anon_run(ctx: Ctx, table_name: str | None, ref: datetime | None) -> None:
             click.echo(d.message_primary or "")
 
     with installed(ctx, statement_timeout=None, notice_handler=on_notice) as conn, translated():
-        conn.execute("CALL pgretention.run_anonymiser(%s, %s)", [utc(ref), table_name])
+        conn.execute("CALL pgretention.anon_run(%s, %s)", [utc(ref), table_name])
     if ctx.fmt == "json":
         emit(ctx, {"messages": notes})
 
@@ -138,7 +138,7 @@ def rollup_add(ctx: Ctx, table_name: str, name: str, groups: tuple[str, ...], me
             item[key] = int(value) if key == "prefix" and value.isdigit() else value
         group_by.append(item)
     meas = dict(key_value("--measure", m, "NAME=count or NAME=sum:COLUMN") for m in measures)
-    target = call(ctx, "SELECT pgretention.add_rollup(%s, %s, %s, %s, %s)",
+    target = call(ctx, "SELECT pgretention.rollup_add(%s, %s, %s, %s, %s)",
                        [table_name, name, Jsonb(group_by), Jsonb(meas), min_group_size])
     emit(ctx, {"rollup": name, "target": target},
          lambda d: click.echo(f"roll-up {d['rollup']} writes to {d['target']}"))

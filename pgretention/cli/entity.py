@@ -75,7 +75,7 @@ def rule_create(ctx: Ctx, name: str, table_name: str, key_column: str, activity:
     anon = _json_arg("--anonymise", anonymise)
     deps = _json_arg("--dependants", dependants)
     rule_id = call(
-        ctx, "SELECT pgretention.create_entity_rule(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        ctx, "SELECT pgretention.entity_rule_create(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [name, table_name, key_column, Jsonb(act), period, action, None if anon is None else Jsonb(anon),
          Jsonb(deps if deps is not None else []), parent_column, exempt_column, notice_period],
     )
@@ -88,7 +88,7 @@ def rule_create(ctx: Ctx, name: str, table_name: str, key_column: str, activity:
 @pass_ctx
 def rule_drop(ctx: Ctx, name: str) -> None:
     """Drop an entity rule (its table is not touched)."""
-    call(ctx, "SELECT pgretention.drop_entity_rule(%s)", [name])
+    call(ctx, "SELECT pgretention.entity_rule_drop(%s)", [name])
     emit(ctx, {"dropped": name}, lambda d: click.echo(f"dropped entity rule {d['dropped']}"))
 
 
@@ -124,7 +124,7 @@ def entity_run(ctx: Ctx, rule: str | None, ref: datetime | None) -> None:
             done = int(msg.rsplit("(", 1)[1].split(" ")[2])
             progress.update(task, completed=done)
 
-    run_job(ctx, "CALL pgretention.run_entities(p_now => %s, p_rule => %s, p_runner => 'cli')", [utc(ref), rule],
+    run_job(ctx, "CALL pgretention.entity_run(p_now => %s, p_rule => %s, p_runner => 'cli')", [utc(ref), rule],
             engine="entity", label="entity rules", total=None, step=step)
 
 
@@ -192,7 +192,7 @@ def entity_notices(ctx: Ctx, rule: str | None, parent_key: str | None, as_csv: b
 def entity_erase(ctx: Ctx, rule: str, key: str, yes: bool) -> None:
     """Erase one row now with its dependants (self-service deletion): irreversible."""
     confirm(yes, f"Erase the row with key {key} of rule {rule} and everything it owns?")
-    erased = call(ctx, "SELECT pgretention.erase_entity(%s, %s)", [rule, key])
+    erased = call(ctx, "SELECT pgretention.entity_erase(%s, %s)", [rule, key])
     emit(ctx, {"rule": rule, "rows": erased},
          lambda d: click.echo(f"erased {d['rows']} rows (the row and its dependants)"))
 

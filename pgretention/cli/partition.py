@@ -159,7 +159,7 @@ def table_create(ctx: Ctx, name: str, columns: str, time_column: str, interval_:
     """Create a new managed, partitioned table."""
     cls = _parse_classes(classes, members)
     tid = call(
-        ctx, "SELECT pgretention.create_table(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
+        ctx, "SELECT pgretention.table_create(%s, %s, %s, %s, %s, p_class_column => %s, p_default_class => %s,"
         " p_premake => %s, p_time_zone => %s, p_min_drop_after => %s, p_max_drop_after => %s,"
         " p_on_expiry => %s, p_archive_schema => %s, p_layout => %s, p_distribute_by => %s)",
         [name, columns, time_column, interval_, Jsonb(cls), class_column, default_class, premake, time_zone,
@@ -184,7 +184,7 @@ def table_manage(ctx: Ctx, name: str, time_column: str, interval_: str, drop_aft
     cls: dict[str, Any] = {"default": {"drop_after": drop_after}}
     if anonymise_after:
         cls["default"]["anonymise_after"] = anonymise_after
-    call(ctx, "SELECT pgretention.manage_table(%s, %s, %s, %s, p_premake => %s)",
+    call(ctx, "SELECT pgretention.table_manage(%s, %s, %s, %s, p_premake => %s)",
               [name, time_column, interval_, Jsonb(cls), premake])
     emit(ctx, {"table": name}, lambda d: click.echo(f"{d['table']} is now managed"))
 
@@ -194,7 +194,7 @@ def table_manage(ctx: Ctx, name: str, time_column: str, interval_: str, drop_aft
 @pass_ctx
 def table_release(ctx: Ctx, name: str) -> None:
     """Stop managing a table (its data stays)."""
-    call(ctx, "SELECT pgretention.release_table(%s)", [name])
+    call(ctx, "SELECT pgretention.table_release(%s)", [name])
     emit(ctx, {"released": name}, lambda d: click.echo(f"released {d['released']}"))
 
 
@@ -213,7 +213,7 @@ def class_group() -> None:
 def class_add(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_after: str | None,
               members: tuple[str, ...]) -> None:
     """Add a retention class to a managed table."""
-    call(ctx, "SELECT pgretention.add_class(%s, %s, %s, %s, %s)",
+    call(ctx, "SELECT pgretention.class_add(%s, %s, %s, %s, %s)",
               [table_name, name, drop_after, anonymise_after, list(members) or None])
     emit(ctx, {"table": table_name, "class": name}, lambda d: click.echo(f"added class {d['class']}"))
 
@@ -226,7 +226,7 @@ def class_add(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_a
 @pass_ctx
 def class_set(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_after: str | None) -> None:
     """Change a class's periods (a shorter period applies at the next run)."""
-    call(ctx, "SELECT pgretention.set_class(%s, %s, %s, %s)", [table_name, name, drop_after, anonymise_after])
+    call(ctx, "SELECT pgretention.class_set(%s, %s, %s, %s)", [table_name, name, drop_after, anonymise_after])
     emit(ctx, {"table": table_name, "class": name}, lambda d: click.echo(f"changed class {d['class']}"))
 
 
@@ -237,7 +237,7 @@ def class_set(ctx: Ctx, table_name: str, name: str, drop_after: str, anonymise_a
 @pass_ctx
 def assign(ctx: Ctx, table_name: str, value: str, class_name: str) -> None:
     """Assign a class-column value (tenant, region) to a class."""
-    res = call(ctx, "SELECT pgretention.assign_member(%s, %s, %s)", [table_name, value, class_name])
+    res = call(ctx, "SELECT pgretention.member_assign(%s, %s, %s)", [table_name, value, class_name])
     emit(ctx, {"result": res}, lambda d: click.echo(d["result"]))
 
 
@@ -261,8 +261,8 @@ def settings_set(ctx: Ctx, name: str, value: str) -> None:
     with installed(ctx) as conn, translated():
         if name == "schedule":
             schedule.validate(value)
-            conn.execute("SELECT pgretention.set_setting('schedule_max_gap', %s)", [schedule.max_gap(value)])
-        conn.execute("SELECT pgretention.set_setting(%s, %s)", [name, value])
+            conn.execute("SELECT pgretention.setting_set('schedule_max_gap', %s)", [schedule.max_gap(value)])
+        conn.execute("SELECT pgretention.setting_set(%s, %s)", [name, value])
     msg = f"{name} = {value}"
     if name == "schedule":
         msg += "; " + schedule.ensure_job(ctx.dsn)

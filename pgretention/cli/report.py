@@ -92,7 +92,7 @@ def audit_group() -> None:
 def audit_verify(ctx: Ctx) -> None:
     """Walk the hash chain; name the first record that was changed, removed or moved."""
     with installed(ctx) as conn:
-        row = rows(conn, "SELECT * FROM pgretention.verify_audit()")[0]
+        row = rows(conn, "SELECT * FROM pgretention.audit_verify()")[0]
 
     if not row["ok"]:
         if ctx.fmt == "json":

@@ -68,7 +68,7 @@ def subject_register(ctx: Ctx, table_name: str, columns: tuple[str, ...], tenant
     for a in anonymise:
         name, value = key_value("--anonymise", a, "COLUMN=VALUE or COLUMN=NULL")
         anon[name] = None if value.upper() == "NULL" else value
-    call(ctx, "SELECT pgretention.register_subject_table(%s, %s, %s, %s, %s, %s)",
+    call(ctx, "SELECT pgretention.subject_table_register(%s, %s, %s, %s, %s, %s)",
               [table_name, Jsonb(cols), tenant_column, time_column, erasure, Jsonb(anon)])
     created = _create_indexes(ctx, table_name) if create_indexes else []
     emit(ctx, {"table": table_name, "columns": cols, "indexes": created},
@@ -101,7 +101,7 @@ def tenant_group() -> None:
 @click.argument("name")
 @pass_ctx
 def tenant_add(ctx: Ctx, name: str) -> None:
-    call(ctx, "SELECT pgretention.register_tenant(%s)", [name])
+    call(ctx, "SELECT pgretention.tenant_register(%s)", [name])
     emit(ctx, {"tenant": name}, lambda d: click.echo(f"tenant {d['tenant']} registered"))
 
 

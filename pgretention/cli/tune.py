@@ -51,7 +51,7 @@ def tune(ctx: Ctx, table_name: str, rows_per_day: int | None, row_bytes: int | N
             if rec is None:
                 raise InvalidInput(f"no candidate interval fits every class of {table_name} (see the table): "
                                    "nothing changed; allow a longer --max-overshoot")
-            applied = one(conn, "SELECT pgretention.set_partition_interval(%s, %s, %s)",
+            applied = one(conn, "SELECT pgretention.table_set_interval(%s, %s, %s)",
                                 [table_name, f"{int(rec['interval'].total_seconds())} seconds"
                            if rec["interval"] < timedelta(days=28) else "1 month", rec["premake"]])
     data = {"table": table_name, "candidates": candidates, "recommendation": rec, "applied": applied}

@@ -82,7 +82,7 @@ def collect(conn: Conn, dsn: str | None, now: datetime | None = None) -> dict[st
                (summary -> 'totals' ->> 'rows_deleted')::bigint AS rows_deleted, message
         FROM pgretention.job_run ORDER BY id DESC LIMIT 20""")
     plan = rows(conn, "SELECT * FROM pgretention.plan(%s)", [ref])
-    verify = rows(conn, "SELECT * FROM pgretention.verify_audit()")[0]
+    verify = rows(conn, "SELECT * FROM pgretention.audit_verify()")[0]
     actions = rows(conn, """
         SELECT action, count(*) AS records, min(at) AS first_at, max(at) AS last_at
         FROM pgretention.audit_log GROUP BY action ORDER BY action""")

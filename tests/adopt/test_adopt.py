@@ -150,7 +150,7 @@ def test_telephony_cdr_table_adopted_while_switch_inserts(engine: DB) -> None:
         assert sum(d["rows"] for _, d, _ in audit(engine, "adopt.purge")) == expired
         # unadopt gives back a plain table with every row, trigger, view, grants, identity
         remaining = engine.one("SELECT count(*) FROM public.calls")
-        assert engine.one("SELECT pgretention.unadopt('public.calls')") == remaining
+        assert engine.one("SELECT pgretention.adopt_undo('public.calls')") == remaining
         assert relkind(engine, "public.calls") == "r"
         assert engine.one("SELECT to_regclass('public.calls_adopted')") is None
         assert engine.one("SELECT count(*) FROM public.calls_today") == remaining
@@ -217,7 +217,7 @@ def test_sms_gateway_without_key_with_local_time(engine: DB) -> None:
     assert msg_id > before + w.inserted
     # unadopt after the historical partition is gone: a plain table with what is left
     left_rows = engine.one("SELECT count(*) FROM public.sms_log")
-    assert engine.one("SELECT pgretention.unadopt('public.sms_log')") == left_rows
+    assert engine.one("SELECT pgretention.adopt_undo('public.sms_log')") == left_rows
     assert relkind(engine, "public.sms_log") == "r"
     assert engine.one("SELECT pg_get_serial_sequence('public.sms_log', 'msg_id')") == "public.sms_log_msg_id_seq"
 
@@ -316,7 +316,7 @@ def test_sms_gateway_epoch_seconds(engine: DB) -> None:
     assert res["status"] == "ok" and res["totals"]["partitions_dropped"] >= 1
     assert engine.one("SELECT to_regclass('public.sent_sms_adopted')") is None
     assert engine.one("SELECT count(*) FROM public.sent_sms WHERE receiver = '+31'") == 1
-    assert engine.one("SELECT pgretention.unadopt('public.sent_sms')") == 1
+    assert engine.one("SELECT pgretention.adopt_undo('public.sent_sms')") == 1
     assert relkind(engine, "public.sent_sms") == "r"
 
 
@@ -368,7 +368,7 @@ def test_published_voip_legs_with_time_in_key(engine: DB) -> None:
         with pytest.raises(psycopg.errors.UniqueViolation):
             engine.execute("INSERT INTO public.voip_legs SELECT leg_id, setup_time, 'dup' FROM public.voip_legs LIMIT 1")
         assert engine.one("SELECT count(*) FROM public.voip_legs") == 3001
-        engine.execute("SELECT pgretention.unadopt('public.voip_legs')")
+        engine.execute("SELECT pgretention.adopt_undo('public.voip_legs')")
         assert engine.all("SELECT prrelid::regclass::text FROM pg_publication_rel") == [("voip_legs",)]
         assert engine.one("SELECT count(*) FROM public.voip_legs") == 3001
     finally:

@@ -104,7 +104,7 @@ def _check_adopted(db: DB, expected_ids: set[int] | int) -> None:
     assert db.one("SELECT count(*) FROM pgretention.audit_log WHERE action = 'table.adopt' AND outcome = 'ok'") == 1
     assert db.one("SELECT count(*) FROM pgretention.audit_log WHERE action = 'table.adopt' AND outcome <> 'ok'") == (
         len(states) - 1)
-    assert db.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert db.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 def _crash_adoption_trial(db: DB, seed: int) -> None:

@@ -24,8 +24,8 @@ RULES = [("caller", "pseudonym", None), ("callee", "e164_prefix", "4"), ("email"
 @pytest.fixture
 def cdr(installed: DB) -> DB:
     db = installed
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
-    db.execute("SELECT pgretention.create_table('public.cdr', %s, 'started_at', '1 day', %s, p_start => now() - interval '70 days')",
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day', %s, p_start => now() - interval '70 days')",
                [COLUMNS, Jsonb({"all": {"anonymise_after": "30 days", "drop_after": "400 days"}})])
     db.execute("CREATE INDEX ON cdr (caller); CREATE INDEX ON cdr (started_at)")
     # 60 days, 40 calls a day; the same 5 callers every day
@@ -37,7 +37,7 @@ def cdr(installed: DB) -> DB:
         " g % 600 FROM generate_series(1, 2400) g"
     )
     for col, method, param in RULES:
-        db.execute("SELECT pgretention.anon_set_rule('public.cdr', %s, %s, %s)", [col, method, param])
+        db.execute("SELECT pgretention.anon_rule_set('public.cdr', %s, %s, %s)", [col, method, param])
     return db
 
 
@@ -45,7 +45,7 @@ def anonymise(db: DB, at: datetime | None = None) -> list[str]:
     notes: list[str] = []
     with db.connect() as conn:
         conn.add_notice_handler(lambda d: notes.append(d.message_primary or ""))
-        conn.execute("CALL pgretention.run_anonymiser(%s)", [at])
+        conn.execute("CALL pgretention.anon_run(%s)", [at])
     return notes
 
 
@@ -56,8 +56,8 @@ def originals(db: DB, cutoff: datetime) -> list[tuple[Any, ...]]:
 
 def test_rewrite_anonymises_old_partitions_only(cdr: DB) -> None:
     assert cdr.one("SELECT pgretention.anon_unruled_columns(1)") == ["id", "duration"]
-    cdr.execute("SELECT pgretention.anon_set_rule('public.cdr', 'id', 'keep')")
-    cdr.execute("SELECT pgretention.anon_set_rule('public.cdr', 'duration', 'keep')")
+    cdr.execute("SELECT pgretention.anon_rule_set('public.cdr', 'id', 'keep')")
+    cdr.execute("SELECT pgretention.anon_rule_set('public.cdr', 'duration', 'keep')")
     assert cdr.one("SELECT pgretention.anon_unruled_columns(1)") == []
     cutoff = cdr.one("SELECT date_trunc('day', now() - interval '30 days')")
     before_old = originals(cdr, cutoff)
@@ -167,7 +167,7 @@ def test_killed_backend_during_copy(cdr: DB, how: str) -> None:
     cdr.execute("INSERT INTO cdr SELECT 100000 + g, date_trunc('day', now() - interval '45 days') + (g % 86000) * interval '1 second',"
                 " '+31611111111', '+31622222222', 'x@example.org', '10.0.0.1', 'secret', '{}', 1 FROM generate_series(1, 300000) g")
     total = cdr.one("SELECT count(*) FROM cdr")
-    victim = Victim(cdr, "CALL pgretention.run_anonymiser()").start()
+    victim = Victim(cdr, "CALL pgretention.anon_run()").start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait until the big partition is being copied
         if cdr.one("SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND query LIKE '%%run_anonymiser%%'"
@@ -190,7 +190,7 @@ def test_killed_backend_during_copy(cdr: DB, how: str) -> None:
 
 
 def test_rollups_before_drop(cdr: DB) -> None:
-    target = cdr.one("SELECT pgretention.add_rollup('public.cdr', 'daily', %s, %s, 3)",
+    target = cdr.one("SELECT pgretention.rollup_add('public.cdr', 'daily', %s, %s, 3)",
                      [Jsonb([{"column": "started_at", "trunc": "day"}, {"column": "callee", "prefix": 10}]),
                       Jsonb({"calls": "count", "total_duration": "sum:duration"})])
     assert target == "public.cdr_rollup_daily"
@@ -201,7 +201,7 @@ def test_rollups_before_drop(cdr: DB) -> None:
     raw = {(r[0], r[1]): (r[2], r[3]) for r in cdr.all(
         "SELECT date_trunc('day', started_at), left(callee, 10), count(*), sum(duration) FROM cdr"
         " WHERE started_at < date_trunc('day', now() - interval '10 days') GROUP BY 1, 2")}
-    cdr.execute("SELECT pgretention.set_class('public.cdr', 'all', '10 days')")
+    cdr.execute("SELECT pgretention.class_set('public.cdr', 'all', '10 days')")
     with cdr.connect() as conn:
         conn.execute("CALL pgretention.run()")
     dropped = cdr.one("SELECT count(*) FROM pgretention.partition_op WHERE state = 'done'")
@@ -215,14 +215,14 @@ def test_rollups_before_drop(cdr: DB) -> None:
 
 
 BAD_RULES = [
-    ("SELECT pgretention.anon_set_rule('public.cdr', 'nosuch', 'null')", "column nosuch does not exist"),
-    ("SELECT pgretention.anon_set_rule('public.cdr', 'started_at', 'time_trunc', 'day')", "time or class column"),
-    ("SELECT pgretention.anon_set_rule('public.cdr', 'duration', 'pseudonym')", "needs a text column"),
-    ("SELECT pgretention.anon_set_rule('public.cdr', 'caller', 'scramble')", "unknown anonymisation method"),
-    ("SELECT pgretention.anon_set_rule('public.cdr', 'caller', 'e164_prefix', 'x')", "e164_prefix keeps"),
-    ("SELECT pgretention.anon_set_rule('public.cdr', 'duration', 'constant', 'abc')", "does not fit column"),
-    ("SELECT pgretention.add_rollup('public.cdr', 'r', '[{\"column\": \"nope\"}]', '{\"n\": \"count\"}')", "column nope does not exist"),
-    ("SELECT pgretention.add_rollup('public.cdr', 'r', '[{\"column\": \"caller\"}]', '{\"n\": \"sum:1; drop\"}')",
+    ("SELECT pgretention.anon_rule_set('public.cdr', 'nosuch', 'null')", "column nosuch does not exist"),
+    ("SELECT pgretention.anon_rule_set('public.cdr', 'started_at', 'time_trunc', 'day')", "time or class column"),
+    ("SELECT pgretention.anon_rule_set('public.cdr', 'duration', 'pseudonym')", "needs a text column"),
+    ("SELECT pgretention.anon_rule_set('public.cdr', 'caller', 'scramble')", "unknown anonymisation method"),
+    ("SELECT pgretention.anon_rule_set('public.cdr', 'caller', 'e164_prefix', 'x')", "e164_prefix keeps"),
+    ("SELECT pgretention.anon_rule_set('public.cdr', 'duration', 'constant', 'abc')", "does not fit column"),
+    ("SELECT pgretention.rollup_add('public.cdr', 'r', '[{\"column\": \"nope\"}]', '{\"n\": \"count\"}')", "column nope does not exist"),
+    ("SELECT pgretention.rollup_add('public.cdr', 'r', '[{\"column\": \"caller\"}]', '{\"n\": \"sum:1; drop\"}')",
      "must be count or sum"),
 ]
 
@@ -239,15 +239,15 @@ def test_bad_rules_change_nothing(cdr: DB, call: str, message: str) -> None:
 
 
 def test_encrypted_fields(installed: DB) -> None:
-    ct = installed.one("SELECT pgretention.encrypt_field('Alice, Main street 1', 'contacts')")
+    ct = installed.one("SELECT pgretention.field_encrypt('Alice, Main street 1', 'contacts')")
     assert isinstance(ct, bytes) and b"Alice" not in ct
-    assert installed.one("SELECT pgretention.decrypt_field(%s, 'contacts')", [ct]) == "Alice, Main street 1"
+    assert installed.one("SELECT pgretention.field_decrypt(%s, 'contacts')", [ct]) == "Alice, Main street 1"
     installed.execute("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ops2') THEN CREATE ROLE ops2 LOGIN;"
                       " END IF; END$$; GRANT pgretention_operator TO ops2")
     try:
         with psycopg.connect(installed.dsn_as("ops2"), autocommit=True) as c:
-            assert c.execute("SELECT pgretention.encrypt_field('x', 'contacts') IS NOT NULL").fetchone()[0] is True  # type: ignore[index]
+            assert c.execute("SELECT pgretention.field_encrypt('x', 'contacts') IS NOT NULL").fetchone()[0] is True  # type: ignore[index]
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                c.execute("SELECT pgretention.decrypt_field(%s, 'contacts')", [ct])
+                c.execute("SELECT pgretention.field_decrypt(%s, 'contacts')", [ct])
     finally:
         installed.execute("DROP OWNED BY ops2; DROP ROLE ops2")

@@ -12,10 +12,10 @@ from tests.fix_db import DB
 def test_anonymiser_retries_a_partition_busy_with_a_late_write(installed: DB) -> None:
     db = installed
     at = daily_cdr(db, days=40, rows_per_day=100, drop_after="400 days")
-    db.execute("SELECT pgretention.set_class('public.cdr', 'all', '400 days', '30 days')")
+    db.execute("SELECT pgretention.class_set('public.cdr', 'all', '400 days', '30 days')")
     db.execute("UPDATE cdr SET caller = 'secret ' || id")
     for col, method in (("caller", "redact"), ("callee", "e164_prefix"), ("id", "keep"), ("duration", "keep")):
-        db.execute("SELECT pgretention.anon_set_rule('public.cdr', %s, %s)", [col, method])
+        db.execute("SELECT pgretention.anon_rule_set('public.cdr', %s, %s)", [col, method])
     # the first partition the run will rewrite (an application lock on the parent would hold up every swap
     # before it; the anonymiser's prepare step is what meets the busy partition)
     leaf, lower = db.all("SELECT leaf::text, lower_abs FROM pgretention._anon_due(1, 'all', %s) ORDER BY lower_abs"
@@ -31,8 +31,8 @@ def test_anonymiser_retries_a_partition_busy_with_a_late_write(installed: DB) ->
     timer.start()
     try:
         with db.connect() as conn:
-            conn.execute("CALL pgretention.run_anonymiser(%s)", [at])
-            conn.execute("CALL pgretention.run_anonymiser(%s)", [at])
+            conn.execute("CALL pgretention.anon_run(%s)", [at])
+            conn.execute("CALL pgretention.anon_run(%s)", [at])
     finally:
         timer.join()
         app.close()

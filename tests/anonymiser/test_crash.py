@@ -29,9 +29,9 @@ ANON_DAYS, ANON_PER_DAY = 60, 400
 
 def _anon_fixture(db: DB) -> dict[str, Any]:
     """60 days of calls in daily partitions, anonymise after 30 days; the originals kept aside."""
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     at = db.one("SELECT now()")
-    db.execute("SELECT pgretention.create_table('public.cdr', %s, 'started_at', '1 day', %s,"
+    db.execute("SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day', %s,"
                " p_start => %s::timestamptz - interval '64 days')",
                [ANON_COLUMNS, Jsonb({"all": {"anonymise_after": "30 days", "drop_after": "400 days"}}), at])
     db.execute("CREATE INDEX ON cdr (caller)")
@@ -42,7 +42,7 @@ def _anon_fixture(db: DB) -> dict[str, Any]:
         " 'secret message ' || g, jsonb_build_object('imsi', '20404' || g, 'imei', '35' || g, 'cell', g %% 7),"
         " g %% 600 FROM generate_series(1, %s) g", [at, ANON_PER_DAY, ANON_DAYS * ANON_PER_DAY - 1])
     for col, method, param in ANON_RULES:
-        db.execute("SELECT pgretention.anon_set_rule('public.cdr', %s, %s, %s)", [col, method, param])
+        db.execute("SELECT pgretention.anon_rule_set('public.cdr', %s, %s, %s)", [col, method, param])
     db.execute("CREATE TABLE public.orig AS TABLE cdr")
     db.execute("ANALYZE cdr")
     due = db.all("SELECT leaf_name, upper_abs FROM pgretention._anon_due(1, 'all', %s)", [at])
@@ -60,7 +60,7 @@ def _rows_per_partition(db: DB) -> dict[str, int]:
 def _check_anonymised(db: DB, fx: dict[str, Any]) -> None:
     """After the next run: every due partition rewritten exactly once, rows exact, nothing left over."""
     with db.connect() as conn:
-        conn.execute("CALL pgretention.run_anonymiser(%s)", [fx["at"]])
+        conn.execute("CALL pgretention.anon_run(%s)", [fx["at"]])
     bound = fx["bound"]
     # exact rows in every partition (the copy carries the original's name), none lost or doubled
     assert _rows_per_partition(db) == fx["per_partition"]
@@ -93,12 +93,12 @@ def _check_anonymised(db: DB, fx: dict[str, Any]) -> None:
     done = db.one("SELECT count(*) FROM pgretention.anon_op WHERE state = 'done'")
     assert done == db.one("SELECT count(DISTINCT range_from) FROM pgretention.anon_op") == fx["due"]
     assert db.one("SELECT count(*) FROM pgretention.audit_log WHERE action = 'partition.anonymise'") == done
-    assert db.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert db.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 def _crash_anonymiser_trial(db: DB, seed: int) -> None:
     fx = _anon_fixture(db)
-    victim = Victim(db, "CALL pgretention.run_anonymiser(%s)", [fx["at"]]).start()
+    victim = Victim(db, "CALL pgretention.anon_run(%s)", [fx["at"]]).start()
     killed = victim.kill_after(random.Random(seed).uniform(0.0, 0.9))  # a run takes about 0.9 s
     ops = dict(db.all("SELECT state, count(*) FROM pgretention.anon_op GROUP BY 1"))
     print(f"anonymiser trial {seed}: killed={killed} operations at the kill: {ops}")

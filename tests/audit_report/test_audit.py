@@ -27,7 +27,7 @@ def last_id(db: DB) -> int:
 
 
 def verify(db: DB) -> tuple[bool, int | None, str | None]:
-    row = db.all("SELECT ok, first_broken_id, reason FROM pgretention.verify_audit()")[0]
+    row = db.all("SELECT ok, first_broken_id, reason FROM pgretention.audit_verify()")[0]
     return row[0], row[1], row[2]
 
 
@@ -45,7 +45,7 @@ def test_every_engine_action_writes_exactly_one_record_with_counts(engine: DB) -
     now = datetime.now(UTC)
     mark = last_id(engine)
     engine.execute(
-        "SELECT pgretention.create_table('public.cdr', %s, 'started_at', '1 day', %s,"
+        "SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day', %s,"
         " p_class_column => 'region', p_default_class => 'intl', p_start => %s)",
         [CDR_COLUMNS, Jsonb({"eu": {"drop_after": "10 days", "members": ["NL"]},
                              "intl": {"drop_after": "20 days"}}), start])
@@ -53,10 +53,10 @@ def test_every_engine_action_writes_exactly_one_record_with_counts(engine: DB) -
     assert [(a, o) for a, o, _, _ in got] == [("table.create", "public.cdr")]
 
     steps: list[tuple[str, str, str]] = [
-        ("SELECT pgretention.add_class('public.cdr', 'sms', '30 days')", "class.add", "public.cdr"),
-        ("SELECT pgretention.set_class('public.cdr', 'sms', '25 days')", "class.change", "public.cdr"),
-        ("SELECT pgretention.assign_member('public.cdr', 'SMS', 'sms')", "member.assign", "public.cdr"),
-        ("SELECT pgretention.set_setting('batch_size', '1000')", "setting.change", "batch_size"),
+        ("SELECT pgretention.class_add('public.cdr', 'sms', '30 days')", "class.add", "public.cdr"),
+        ("SELECT pgretention.class_set('public.cdr', 'sms', '25 days')", "class.change", "public.cdr"),
+        ("SELECT pgretention.member_assign('public.cdr', 'SMS', 'sms')", "member.assign", "public.cdr"),
+        ("SELECT pgretention.setting_set('batch_size', '1000')", "setting.change", "batch_size"),
     ]
     for statement, action, obj in steps:
         mark = last_id(engine)
@@ -96,11 +96,11 @@ def test_every_engine_action_writes_exactly_one_record_with_counts(engine: DB) -
     assert audit_since(engine, mark) == []
     # refused input writes nothing
     with pytest.raises(psycopg.errors.InvalidParameterValue):
-        engine.execute("SELECT pgretention.set_setting('batch_size', '-1')")
+        engine.execute("SELECT pgretention.setting_set('batch_size', '-1')")
     assert audit_since(engine, mark) == []
     # releasing the table: one record
     mark = last_id(engine)
-    engine.execute("SELECT pgretention.release_table('public.cdr')")
+    engine.execute("SELECT pgretention.table_release('public.cdr')")
     assert [(a, o) for a, o, _, _ in audit_since(engine, mark)] == [("table.release", "public.cdr")]
     assert verify(engine) == (True, None, None)
     # no personal data: the caller numbers never appear in the log
@@ -191,7 +191,7 @@ def test_normal_roles_cannot_tamper(installed: DB) -> None:
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     conn.execute(statement)
             # the auditor's tools work
-            assert conn.execute("SELECT ok FROM pgretention.verify_audit()").fetchone()[0] is True  # type: ignore[index]
+            assert conn.execute("SELECT ok FROM pgretention.audit_verify()").fetchone()[0] is True  # type: ignore[index]
         # the owner cannot rewrite or delete either while the guard is on
         for statement in ("UPDATE pgretention.audit_log SET outcome = 'x'", "DELETE FROM pgretention.audit_log",
                           "TRUNCATE pgretention.audit_log"):
@@ -240,7 +240,7 @@ def test_audit_retention_of_everything_leaves_the_checkpoint(engine: DB) -> None
     engine.execute("SELECT pgretention._audit('test.after', 'x')")
     assert verify(engine) == (True, None, None)
     # retention is never shorter than a year
-    engine.execute("SELECT pgretention.set_setting('audit_keep', '30 days')")
+    engine.execute("SELECT pgretention.setting_set('audit_keep', '30 days')")
     mark = last_id(engine)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="at least 1 year"):
         engine.execute("SELECT pgretention.audit_retention(%s)", [later])

@@ -40,7 +40,7 @@ def scene(db: DB) -> DB:
     installer.install(db.dsn)
     now = datetime.now(UTC)
     db.execute(
-        "SELECT pgretention.create_table('public.cdr', 'id bigint, region text, started_at timestamptz, caller text',"
+        "SELECT pgretention.table_create('public.cdr', 'id bigint, region text, started_at timestamptz, caller text',"
         " 'started_at', '1 day', %s, p_class_column => 'region', p_default_class => 'intl', p_start => %s)",
         [Jsonb({"eu": {"drop_after": "20 days", "members": ["NL", "DE"]}, "intl": {"drop_after": "40 days"}}),
          now - timedelta(days=60)])
@@ -249,7 +249,7 @@ def test_columns_without_anonymisation_rules_are_reported(installed: DB) -> None
     if installed.one("SELECT to_regclass('pgretention.anon_rule') IS NULL"):
         pytest.skip("the anonymiser is not installed")
     installed.execute(
-        "SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz, caller text, cell text',"
+        "SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz, caller text, cell text',"
         " 'started_at', '1 day', %s)", [Jsonb({"default": {"drop_after": "13 months", "anonymise_after": "3 months"}})])
     installed.execute("INSERT INTO pgretention.anon_rule (table_id, column_name, method)"
                       " SELECT id, 'caller', 'pseudonym' FROM pgretention.managed_table")

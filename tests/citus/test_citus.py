@@ -63,7 +63,7 @@ def citus() -> Iterator[CitusDB]:
     # few shards per table: the simulations create hundreds of partitions
     db.execute("DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET citus.shard_count = 4', current_database()); END$$")
     db.cli("install", check=True)
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     yield db
     clean()
 
@@ -82,7 +82,7 @@ def create_msg(db: DB, *, days: int, drop_after: str, anonymise_after: str | Non
     cls: dict[str, Any] = {"drop_after": drop_after}
     if anonymise_after:
         cls["anonymise_after"] = anonymise_after
-    db.execute("SELECT pgretention.create_table('public.msg', 'id bigint NOT NULL, sent_at timestamptz NOT NULL,"
+    db.execute("SELECT pgretention.table_create('public.msg', 'id bigint NOT NULL, sent_at timestamptz NOT NULL,"
                " sender text NOT NULL, recipient text, body text', 'sent_at', '1 day', %s,"
                " p_start => now() - make_interval(days => %s), p_distribute_by => %s)",
                [Jsonb({"all": cls}), days + 1, distribute_by])
@@ -103,7 +103,7 @@ def test_simulated_800_days_three_classes_distributed(citus: CitusDB) -> None:
 
 def test_class_layout_refused_and_nothing_changed(citus: CitusDB) -> None:
     with pytest.raises(psycopg.errors.FeatureNotSupported, match="Citus refuses"):
-        citus.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, region text, started_at timestamptz',"
+        citus.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, region text, started_at timestamptz',"
                       " 'started_at', '1 day', '{\"eu\": {\"drop_after\": \"6 months\", \"members\": [\"NL\"]},"
                       " \"intl\": {\"drop_after\": \"2 years\"}}', p_class_column => 'region', p_default_class => 'intl',"
                       " p_layout => 'class', p_distribute_by => 'id')")
@@ -120,7 +120,7 @@ def test_purge_with_a_report_open_for_60_seconds(citus: CitusDB) -> None:
     """30 expired partitions; a report holds the table for 60 s: inserts through the coordinator wait
     at most about lock_timeout, the drops wait for the report and then all happen in the same run."""
     total = create_msg(citus, days=40, drop_after="10 days", rows_per_day=200)
-    citus.execute("SELECT pgretention.set_setting('max_lock_wait_total', '120s')")
+    citus.execute("SELECT pgretention.setting_set('max_lock_wait_total', '120s')")
     latencies: list[float] = []
     inserted = 0
     stop = threading.Event()
@@ -160,13 +160,13 @@ def test_purge_with_a_report_open_for_60_seconds(citus: CitusDB) -> None:
     assert citus.one("SELECT count(*) FROM msg WHERE id >= 10000000") == inserted > 1000
     print(f"max insert latency through the coordinator: {max(latencies) * 1000:.1f} ms over {len(latencies)} inserts")
     assert max(latencies) <= 0.1, max(latencies)
-    assert citus.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert citus.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 def test_holds_preserved_on_drop_and_class_purge(citus: CitusDB) -> None:
     """A subject hold keeps its rows past the drop (hold store); a table hold keeps whole partitions."""
     total = create_msg(citus, days=20, drop_after="10 days", rows_per_day=300)
-    citus.execute("SELECT pgretention.register_subject_table('public.msg', '{\"sender\": \"phone\"}')")
+    citus.execute("SELECT pgretention.subject_table_register('public.msg', '{\"sender\": \"phone\"}')")
     held_sender = "+31610000007"
     held = citus.one("SELECT count(*) FROM msg WHERE sender = %s AND sent_at < date_trunc('day', now()) - interval '10 days'", [held_sender])
     assert held > 0
@@ -185,14 +185,14 @@ def test_holds_preserved_on_drop_and_class_purge(citus: CitusDB) -> None:
                      " AND NOT (sent_at >= date_trunc('day', now()) - interval '19 days'"
                      " AND sent_at < date_trunc('day', now()) - interval '18 days')") == 0
     assert citus.one("SELECT count(*) FROM msg") == total - 9 * 300
-    assert citus.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert citus.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 @pytest.mark.parametrize("column", ["sender", "recipient"])
 def test_subject_export_and_erasure(citus: CitusDB, column: str) -> None:
     """By the distribution column (one shard) and by another column (every shard)."""
     total = create_msg(citus, days=5, drop_after="30 days", rows_per_day=1000)
-    citus.execute("SELECT pgretention.register_subject_table('public.msg', %s)", [Jsonb({column: "phone"})])
+    citus.execute("SELECT pgretention.subject_table_register('public.msg', %s)", [Jsonb({column: "phone"})])
     who = citus.one(f"SELECT {column} FROM msg WHERE id = 17")  # noqa: S608 - parametrized column name
     mine = citus.one(f"SELECT count(*) FROM msg WHERE {column} = %s", [who])  # noqa: S608
     assert mine > 1
@@ -204,14 +204,14 @@ def test_subject_export_and_erasure(citus: CitusDB, column: str) -> None:
     assert citus.one("SELECT status FROM pgretention.subject_request WHERE id = %s", [rid]) == "fulfilled"
     assert citus.one(f"SELECT count(*) FROM msg WHERE {column} = %s", [who]) == 0  # noqa: S608
     assert citus.one("SELECT count(*) FROM msg") == total - mine
-    assert citus.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert citus.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 def test_anonymise_swap_keeps_distribution_and_rows(citus: CitusDB) -> None:
     total = create_msg(citus, days=12, drop_after="60 days", anonymise_after="5 days", rows_per_day=500)
     for col, method, param in [("id", "keep", None), ("sender", "pseudonym", None),
                                ("recipient", "e164_prefix", "5"), ("body", "redact", None)]:
-        citus.execute("SELECT pgretention.anon_set_rule('public.msg', %s, %s, %s)", [col, method, param])
+        citus.execute("SELECT pgretention.anon_rule_set('public.msg', %s, %s, %s)", [col, method, param])
     before = distributed_partitions(citus, "public.msg")
     res = run(citus, datetime.now(UTC))
     assert res["status"] == "ok"
@@ -227,7 +227,7 @@ def test_anonymise_swap_keeps_distribution_and_rows(citus: CitusDB) -> None:
     assert [p for p, _ in after] == [p for p, _ in before]  # same partitions, every one distributed
     assert len({c for _, c in after}) == 1  # colocated with the table
     assert citus.one("SELECT count(*) FROM pg_class WHERE relname LIKE '%pgr_anon' OR relname LIKE '%pgr_orig'") == 0
-    assert citus.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert citus.one("SELECT ok FROM pgretention.audit_verify()") is True
     report = citus.all("SELECT class_name, rows_past_overshoot FROM pgretention.report_tables()")
     assert report == [("all", 0)]
 
@@ -251,10 +251,10 @@ def test_entity_rule_on_a_reference_table(citus: CitusDB) -> None:
     citus.execute("SELECT create_reference_table('public.accounts')")
     citus.execute("INSERT INTO accounts SELECT g, now() - interval '5 years', now() - make_interval(days => g, hours => 12)"
                   " FROM generate_series(1, 1500) g")
-    citus.execute("SELECT pgretention.create_entity_rule('accounts', 'public.accounts', 'id',"
+    citus.execute("SELECT pgretention.entity_rule_create('accounts', 'public.accounts', 'id',"
                   " '[{\"column\": \"created_at\"}, {\"column\": \"last_login_at\"}]', '24 months')")
     with citus.connect() as conn:
-        conn.execute("CALL pgretention.run_entities(p_runner => 'test')")
+        conn.execute("CALL pgretention.entity_run(p_runner => 'test')")
         status, summary = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()  # type: ignore[misc]
     assert status == "ok", summary
     expected_left = citus.one("SELECT count(*) FROM generate_series(1, 1500) g"
@@ -264,4 +264,4 @@ def test_entity_rule_on_a_reference_table(citus: CitusDB) -> None:
     # every node's copy agrees
     counts = citus.all("SELECT result FROM run_command_on_workers('SELECT count(*) FROM public.accounts')")
     assert {int(r[0]) for r in counts} == {expected_left}
-    assert citus.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert citus.one("SELECT ok FROM pgretention.audit_verify()") is True

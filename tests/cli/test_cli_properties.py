@@ -71,7 +71,7 @@ def cli_db(server: Server) -> Iterator[DB]:
     name = server.create_database(prefix="cliprop")
     installer.install(server.conninfo(name), with_cron=False)
     db = DB(server, name)
-    db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text',"
+    db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text',"
                " 'started_at', '1 day', '{\"all\": {\"drop_after\": \"400 days\", \"anonymise_after\": \"30 days\"}}')")
     db.execute("CREATE TABLE public.plain (id int PRIMARY KEY, t timestamptz NOT NULL, caller text)")
     db.execute("INSERT INTO public.plain SELECT g, now() - g * interval '1 hour', '+31' || g FROM generate_series(1, 50) g")

@@ -40,7 +40,7 @@ def _entity_fixture(db: DB) -> dict[str, Any]:
     1001..1100: active. 1101..1120: old parents of the active 1121..1140 (kept by descendants).
     1141..1160: old under legal hold (exempt); 1161..1170: old parents of held 1141..1150 (kept).
     """
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     db.execute(ENTITY_DDL)
     rows: list[tuple[int, int | None, datetime, bool]] = []
     for i in range(1, 1171):
@@ -53,12 +53,12 @@ def _entity_fixture(db: DB) -> dict[str, Any]:
                         [(r[1], r[0]) for r in rows if r[1] is not None])
         cur.execute("INSERT INTO public.note (acct_id, body) SELECT a.id, 'n' || k FROM public.acct a,"
                     " generate_series(1, 3) k")
-    db.execute("SELECT pgretention.create_entity_rule('inactive', 'public.acct', 'id', '[{\"column\": \"last_active\"}]',"
+    db.execute("SELECT pgretention.entity_rule_create('inactive', 'public.acct', 'id', '[{\"column\": \"last_active\"}]',"
                " '24 months', p_dependants => '[{\"table\": \"public.note\", \"fk\": \"acct_id\"}]',"
                " p_parent_column => 'parent_id', p_exempt_column => 'legal_hold')")
     # tiny batches (about 1000 of them, some 2 s in all), so that a run can be killed anywhere
-    db.execute("SELECT pgretention.set_setting('entity_batch_max', '8')")
-    db.execute("SELECT pgretention.set_setting('entity_batch_target', '1ms')")
+    db.execute("SELECT pgretention.setting_set('entity_batch_max', '8')")
+    db.execute("SELECT pgretention.setting_set('entity_batch_target', '1ms')")
     survivors = set(range(1001, 1171))
     return {"survivors": survivors, "gone": 1170 - len(survivors)}
 
@@ -75,10 +75,10 @@ def _check_entities(db: DB, fx: dict[str, Any], *, killed: bool) -> None:
     before = sum(r[0] for r in db.all("SELECT (details->>'rows')::int FROM pgretention.audit_log"
                                       " WHERE action = 'entity.delete'"))
     assert before == 1170 - left
-    db.execute("SELECT pgretention.set_setting('entity_batch_max', '2000')")
-    db.execute("SELECT pgretention.set_setting('entity_batch_target', '50ms')")
+    db.execute("SELECT pgretention.setting_set('entity_batch_max', '2000')")
+    db.execute("SELECT pgretention.setting_set('entity_batch_target', '50ms')")
     with db.connect() as conn:
-        conn.execute("CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [ENTITY_AT])
+        conn.execute("CALL pgretention.entity_run(p_now => %s, p_runner => 'test')", [ENTITY_AT])
         status, summary = conn.execute("SELECT status, summary FROM pgretention.job_run ORDER BY id DESC LIMIT 1").fetchone()  # type: ignore[misc]
     assert status == "ok", summary
     assert summary["totals"]["rows"] == left - len(fx["survivors"])
@@ -94,14 +94,14 @@ def _check_entities(db: DB, fx: dict[str, Any], *, killed: bool) -> None:
     assert interrupted == dead
     # a further run finds nothing
     with db.connect() as conn:
-        conn.execute("CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [ENTITY_AT])
+        conn.execute("CALL pgretention.entity_run(p_now => %s, p_runner => 'test')", [ENTITY_AT])
     assert db.one("SELECT count(*) FROM public.acct") == len(fx["survivors"])
-    assert db.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert db.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 def _crash_entity_trial(db: DB, seed: int) -> None:
     fx = _entity_fixture(db)
-    victim = Victim(db, "CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [ENTITY_AT]).start()
+    victim = Victim(db, "CALL pgretention.entity_run(p_now => %s, p_runner => 'test')", [ENTITY_AT]).start()
     killed = victim.kill_after(random.Random(seed).uniform(0.0, 1.9))  # a run takes about 2 s
     print(f"entity trial {seed}: killed={killed} accounts left at the kill:",
           db.one("SELECT count(*) FROM public.acct"))
@@ -123,7 +123,7 @@ def test_entity_run_survives_an_immediate_server_stop(installed: DB) -> None:
     needs_local_cluster(installed)
     fx = _entity_fixture(installed)
     durable_commits(installed)
-    victim = Victim(installed, "CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [ENTITY_AT]).start()
+    victim = Victim(installed, "CALL pgretention.entity_run(p_now => %s, p_runner => 'test')", [ENTITY_AT]).start()
     immediate_stop_during(installed, victim, lambda: (installed.one(
         "SELECT count(*) FROM pgretention.audit_log WHERE action = 'entity.delete'") or 0) >= 3, 0.1)
     assert installed.one("SELECT count(*) FROM pgretention.job_run WHERE status = 'running'") == 1

@@ -20,7 +20,7 @@ UTC = timezone.utc
 def ref(installed: DB) -> DB:
     res = installed.cli("install", "--no-cron", "--reference-schema", check=True)
     assert "reference schema crm" in res.stdout, res.stdout
-    installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     return installed
 
 
@@ -111,20 +111,20 @@ def test_roles(ref: DB) -> None:
     )
     ref.execute("INSERT INTO crm.consent_proof (subject_hash, purpose, given_at) VALUES ('h', 'p', '2020-01-01')")
     with psycopg.connect(ref.dsn_as("ent_admin"), autocommit=True) as admin:
-        admin.execute("SELECT pgretention.create_entity_rule('leads2', 'crm.marketing_lead', 'id',"
+        admin.execute("SELECT pgretention.entity_rule_create('leads2', 'crm.marketing_lead', 'id',"
                       " '[{\"column\": \"collected_at\"}]', '6 months')")
     with psycopg.connect(ref.dsn_as("ent_op"), autocommit=True) as op:
-        op.execute("CALL pgretention.run_entities(%s, 'consent_proofs')", [datetime(2026, 1, 1, tzinfo=UTC)])
+        op.execute("CALL pgretention.entity_run(%s, 'consent_proofs')", [datetime(2026, 1, 1, tzinfo=UTC)])
         assert op.execute("SELECT count(*) FROM pgretention.entity_notices").fetchone()[0] == 0  # type: ignore[index]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            op.execute("SELECT pgretention.drop_entity_rule('leads2')")
+            op.execute("SELECT pgretention.entity_rule_drop('leads2')")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             op.execute("SELECT * FROM pgretention.entity_hash_key")
     assert ref.one("SELECT count(*) FROM crm.consent_proof") == 0
     with psycopg.connect(ref.dsn_as("ent_aud"), autocommit=True) as aud:
         assert aud.execute("SELECT count(*) FROM pgretention.entity_status()").fetchone()[0] == 8  # type: ignore[index]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            aud.execute("CALL pgretention.run_entities()")
+            aud.execute("CALL pgretention.entity_run()")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             aud.execute("SELECT * FROM pgretention.entity_notices")
     with psycopg.connect(ref.dsn_as("ent_admin"), autocommit=True) as admin, pytest.raises(

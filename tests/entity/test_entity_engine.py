@@ -23,7 +23,7 @@ T0 = datetime(2020, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def ref(installed: DB) -> DB:
     installer.install(installed.dsn, with_cron=False, reference_schema=True)
-    installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     return installed
 
 
@@ -110,7 +110,7 @@ def test_plain_account_notice_then_deleted_and_credit_during_notice_keeps(ref: D
     st = ref.all("SELECT rows_deleted, dependants_deleted, batches FROM pgretention.entity_status(%s)"
                  " WHERE rule_name = 'accounts'", [datetime(2024, 1, 15, tzinfo=UTC)])
     assert st == [(1, 5, 1)]
-    assert ref.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert ref.one("SELECT ok FROM pgretention.audit_verify()") is True
     # a second run finds nothing more to do
     assert run_entities(ref, datetime(2024, 1, 16, tzinfo=UTC))["totals"]["rows"] == 0
 
@@ -216,12 +216,12 @@ def test_consent_proofs_and_legal_documents(ref: DB) -> None:
 def test_killed_run_is_finished_by_the_next_with_exact_counts(ref: DB) -> None:
     """pg_terminate_backend in the middle of a run: committed batches stay, the rest is done next time."""
     n_old, n_live = 1500, 300
-    ref.execute("SELECT pgretention.drop_entity_rule('accounts')")
-    ref.execute("SELECT pgretention.create_entity_rule('inactive', 'crm.account', 'id',"
+    ref.execute("SELECT pgretention.entity_rule_drop('accounts')")
+    ref.execute("SELECT pgretention.entity_rule_create('inactive', 'crm.account', 'id',"
                 " '[{\"column\": \"created_at\"}, {\"column\": \"last_login_at\"}]', '24 months',"
                 " p_dependants => '[{\"table\": \"crm.contact\", \"fk\": \"account_id\"}]', p_parent_column => 'parent_id')")
-    ref.execute("SELECT pgretention.set_setting('entity_batch_max', '20')")
-    ref.execute("SELECT pgretention.set_setting('entity_batch_target', '1ms')")
+    ref.execute("SELECT pgretention.setting_set('entity_batch_max', '20')")
+    ref.execute("SELECT pgretention.setting_set('entity_batch_target', '1ms')")
     with ref.connect() as conn:
         conn.execute("INSERT INTO crm.account (id, created_at, last_login_at) SELECT g, %s,"
                      " CASE WHEN g > %s THEN %s END FROM generate_series(1, %s) g",
@@ -240,7 +240,7 @@ def test_killed_run_is_finished_by_the_next_with_exact_counts(ref: DB) -> None:
         try:
             with ref.connect() as conn:
                 pid.append(conn.info.backend_pid)
-                conn.execute("CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [at])
+                conn.execute("CALL pgretention.entity_run(p_now => %s, p_runner => 'test')", [at])
         except psycopg.OperationalError as exc:
             errors.append(exc)
 
@@ -263,8 +263,8 @@ def test_killed_run_is_finished_by_the_next_with_exact_counts(ref: DB) -> None:
     killed_rows = sum(d["rows"] for d in audits(ref, "entity.delete"))
     assert killed_rows == n_old - left
 
-    ref.execute("SELECT pgretention.set_setting('entity_batch_max', '2000')")
-    ref.execute("SELECT pgretention.set_setting('entity_batch_target', '50ms')")
+    ref.execute("SELECT pgretention.setting_set('entity_batch_max', '2000')")
+    ref.execute("SELECT pgretention.setting_set('entity_batch_target', '50ms')")
     res = run_entities(ref, at)
     assert res["status"] == "ok"
     assert res["totals"]["rows"] == left
@@ -274,7 +274,7 @@ def test_killed_run_is_finished_by_the_next_with_exact_counts(ref: DB) -> None:
     assert sum(d["rows"] for d in audits(ref, "entity.delete")) == n_old
     assert ref.one("SELECT rows_deleted FROM pgretention.entity_rule WHERE rule_name = 'inactive'") == n_old
     assert ref.one("SELECT count(*) FROM pgretention.job_run WHERE message LIKE 'interrupted%%'") == 1
-    assert ref.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert ref.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 BAD_RULES = [
@@ -315,7 +315,7 @@ def test_bad_rules_change_nothing(ref: DB) -> None:
                                 "p_activity": [{"column": "created_at"}], "p_period": "24 months"}
         args.update(change)
         with pytest.raises(error) as exc, ref.connect() as conn:
-            conn.execute("SELECT pgretention.create_entity_rule(" + ", ".join(f"{k} => %s" for k in args) + ")",
+            conn.execute("SELECT pgretention.entity_rule_create(" + ", ".join(f"{k} => %s" for k in args) + ")",
                          [Jsonb(v) if isinstance(v, (list, dict)) else v for v in args.values()])
         assert text in str(exc.value), (change, str(exc.value))
     after = ref.all("SELECT (SELECT count(*) FROM pgretention.entity_rule), (SELECT max(id) FROM pgretention.audit_log)")
@@ -329,7 +329,7 @@ def test_cycle_in_hierarchy_data_is_refused(ref: DB) -> None:
     ref.execute("UPDATE crm.account SET parent_id = %s WHERE id = %s", [b, a])
     rules = ref.one("SELECT count(*) FROM pgretention.entity_rule")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="has a cycle"):
-        ref.execute("SELECT pgretention.create_entity_rule('loop', 'crm.account', 'id', '[{\"column\": \"created_at\"}]',"
+        ref.execute("SELECT pgretention.entity_rule_create('loop', 'crm.account', 'id', '[{\"column\": \"created_at\"}]',"
                     " '1 year', p_parent_column => 'parent_id')")
     assert ref.one("SELECT count(*) FROM pgretention.entity_rule") == rules
     # a cycle made after the rule was created deletes nothing of it
@@ -341,8 +341,8 @@ def test_cycle_in_hierarchy_data_is_refused(ref: DB) -> None:
 def test_lock_waits_are_bounded_and_retried(ref: DB) -> None:
     """A long transaction holding a contact row: the batch gives up its lock wait, retries, finishes."""
     a = account(ref, created=T0)
-    ref.execute("SELECT pgretention.drop_entity_rule('accounts')")
-    ref.execute("SELECT pgretention.create_entity_rule('quick', 'crm.account', 'id', '[{\"column\": \"created_at\"}]',"
+    ref.execute("SELECT pgretention.entity_rule_drop('accounts')")
+    ref.execute("SELECT pgretention.entity_rule_create('quick', 'crm.account', 'id', '[{\"column\": \"created_at\"}]',"
                 " '1 year', p_dependants => '[{\"table\": \"crm.contact\", \"fk\": \"account_id\"}]')")
     blocker = ref.connect(autocommit=False)
     blocker.execute("SELECT * FROM crm.contact WHERE account_id = %s FOR UPDATE", [a])
@@ -363,10 +363,10 @@ def test_erase_account_now(ref: DB) -> None:
     sent(ref, a, datetime(2026, 1, 2, tzinfo=UTC))
     b = account(ref, created=T0)
     c = account(ref, created=T0, parent=b)
-    assert ref.one("SELECT pgretention.erase_entity('accounts', %s)", [str(a)]) == 1 + 3 + 1 + 1 + 1
+    assert ref.one("SELECT pgretention.entity_erase('accounts', %s)", [str(a)]) == 1 + 3 + 1 + 1 + 1
     assert not exists(ref, a) and owned(ref, a)["credit"] == 0
     with pytest.raises(psycopg.errors.DependentObjectsStillExist):
-        ref.execute("SELECT pgretention.erase_entity('accounts', %s)", [str(b)])
+        ref.execute("SELECT pgretention.entity_erase('accounts', %s)", [str(b)])
     assert exists(ref, b) and exists(ref, c)
     rec = audits(ref, "entity.erase")
     assert len(rec) == 1 and set(rec[0]) == {"rule", "key_sha256", "dependants"}
@@ -380,7 +380,7 @@ def test_run_lock_shared_with_partition_run(ref: DB) -> None:
     with ref.connect() as other:
         other.execute("SELECT pg_advisory_lock(hashtext('pgretention.run'))")
         runs = ref.one("SELECT count(*) FROM pgretention.job_run")
-        ref.execute("CALL pgretention.run_entities(%s)", [at])
+        ref.execute("CALL pgretention.entity_run(%s)", [at])
         assert ref.one("SELECT count(*) FROM pgretention.job_run") == runs
         assert ref.one("SELECT count(*) FROM crm.consent_proof") == 1
     with ref.connect() as conn:
@@ -388,7 +388,7 @@ def test_run_lock_shared_with_partition_run(ref: DB) -> None:
         outer = conn.execute("INSERT INTO pgretention.job_run (runner, reference_time) VALUES ('test', %s)"
                              " RETURNING id", [at]).fetchone()
         assert outer is not None
-        conn.execute("CALL pgretention.run_entities(%s)", [at])
+        conn.execute("CALL pgretention.entity_run(%s)", [at])
         assert conn.execute("SELECT status FROM pgretention.job_run WHERE id = %s", [outer[0]]).fetchone() == ("running",)
         assert conn.execute("SELECT count(*) FROM crm.consent_proof").fetchone() == (0,)
         # the lock is still held once by this session (the nested run released only its own hold)
@@ -405,7 +405,7 @@ def test_anonymise_with_constant_dependants_and_exemption(ref: DB) -> None:
     ref.execute("INSERT INTO public.member VALUES ('m1', 'Ann', 'NL', 'ann@x', '2020-01-01', false),"
                 " ('m2', 'Bob', 'DE', 'bob@x', '2020-01-01', true), ('m3', 'Cy', 'BE', 'cy@x', '2024-01-01', null)")
     ref.execute("INSERT INTO public.member_note (member_id, note) VALUES ('m1', 'a'), ('m1', 'b'), ('m2', 'c'), ('m3', 'd')")
-    ref.execute("SELECT pgretention.create_entity_rule('members', 'public.member', 'id', '[{\"column\": \"left_on\"}]',"
+    ref.execute("SELECT pgretention.entity_rule_create('members', 'public.member', 'id', '[{\"column\": \"left_on\"}]',"
                 " '2 years', 'anonymise', p_anonymise => %s, p_dependants => %s, p_exempt_column => 'hold')",
                 [Jsonb({"name": {"action": "null"}, "country": {"action": "constant", "value": "--"},
                         "email": {"method": "pseudonym"}}),  # the anonymiser's vocabulary is accepted too

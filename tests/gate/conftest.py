@@ -28,7 +28,7 @@ def crm(engine: DB) -> DB:
     engine.execute("INSERT INTO crm.account (id, name, email, phone, created_at, last_login_at) VALUES"
                    " (1, 'Alice', %s, %s, now() - interval '4 years', now() - interval '3 years')", [ALICE, PHONE])
     engine.execute("INSERT INTO crm.contact (account_id, name, email) VALUES (1, 'c1', 'c1@example.org')")
-    engine.execute("SELECT pgretention.register_subject_table('crm.account', %s)",
+    engine.execute("SELECT pgretention.subject_table_register('crm.account', %s)",
                    [Jsonb({"email": "email", "phone": "phone", "id": "account"})])
     return engine
 
@@ -38,7 +38,7 @@ def create_sms(db: DB, *, rows: int = 5, age_days: int = 35, start_days: int = 4
     """The review's common setup: daily partitions kept 30 days, ``rows`` SMS of one subject sent
     ``age_days`` ago (one partition). Returns the partition holding them."""
     db.execute(
-        "SELECT pgretention.create_table('public.sms', 'id bigint, sent_at timestamptz, caller text', 'sent_at',"
+        "SELECT pgretention.table_create('public.sms', 'id bigint, sent_at timestamptz, caller text', 'sent_at',"
         " '1 day', %s, p_start => date_trunc('day', now()) - make_interval(days => %s))",
         [Jsonb({"all": {"drop_after": "30 days"}}), start_days])
     db.execute("INSERT INTO sms SELECT g, now() - make_interval(days => %s) + g * interval '1 minute', %s"

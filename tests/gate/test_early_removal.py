@@ -18,9 +18,9 @@ def test_09_request_fulfil_refuses_a_future_reference_time(engine: DB) -> None:
     """With allow_future_reference_time off, ``request fulfil --now <90 days ahead>`` is refused as
     ``run --now`` is: the subject's rows, held until 60 days from now, stay."""
     db = engine
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'off')")
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'off')")
     create_sms(db, age_days=5)
-    db.execute("SELECT pgretention.register_subject_table('public.sms', '{\"caller\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.sms', '{\"caller\": \"phone\"}')")
     db.execute("SELECT pgretention.hold_set('order', 'ORD-1', 'phone', %s, p_ends_at => now() + interval '60 days')",
                [PHONE])
     rid = db.one("SELECT pgretention.request_create('erasure', %s)", [Jsonb({"phone": [PHONE]})])
@@ -48,7 +48,7 @@ def test_10_ambiguous_local_time_in_a_default_partition_is_not_deleted_early(eng
     (drop_after 1 day); an unambiguous row a day old goes."""
     db = engine
     night = _last_dst_end()
-    db.execute("SELECT pgretention.create_table('public.dst', 'id bigint, t timestamp, who text', 't', '1 month', %s,"
+    db.execute("SELECT pgretention.table_create('public.dst', 'id bigint, t timestamp, who text', 't', '1 month', %s,"
                " p_time_zone => 'Europe/Amsterdam', p_start => %s)",
                [Jsonb({"all": {"drop_after": "1 day"}}), date(night.year, 11, 1)])
     db.execute("INSERT INTO dst VALUES (1, %s, 'ambiguous'), (2, %s, 'a day old')",

@@ -24,8 +24,8 @@ def test_20_erasure_finds_numbers_stored_in_another_format(engine: DB) -> None:
                [SAME_NUMBER + AMBIGUOUS])
     db.execute("CREATE TABLE contacts (id int PRIMARY KEY, phone text);"
                "INSERT INTO contacts VALUES (1, '06-12345678')")
-    db.execute("SELECT pgretention.register_subject_table('public.sms', '{\"caller\": \"phone\"}');"
-               "SELECT pgretention.register_subject_table('public.contacts', '{\"phone\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.sms', '{\"caller\": \"phone\"}');"
+               "SELECT pgretention.subject_table_register('public.contacts', '{\"phone\": \"phone\"}')")
     rid = db.one("SELECT pgretention.request_create('erasure', %s)", [Jsonb({"phone": ["+31 6 1234 5678"]})])
     result = db.one("SELECT pgretention.request_fulfil(%s)", [rid])
     left = dict(db.all("SELECT caller, count(*) FROM sms GROUP BY caller"))
@@ -41,7 +41,7 @@ def test_21_erasure_held_back_by_a_hold_completes_when_it_is_released(engine: DB
     released, the subject's live rows go (at the latest at the next run) and the request is fulfilled."""
     db = engine
     create_sms(db, age_days=5)
-    db.execute("SELECT pgretention.register_subject_table('public.sms', '{\"caller\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.sms', '{\"caller\": \"phone\"}')")
     hold = db.one("SELECT pgretention.hold_set('disclosure order', 'ORD-1', 'phone', %s)", [PHONE])
     rid = db.one("SELECT pgretention.request_create('erasure', %s)", [Jsonb({"phone": [PHONE]})])
     assert db.one("SELECT pgretention.request_fulfil(%s)", [rid])["status"] == "partially_fulfilled"

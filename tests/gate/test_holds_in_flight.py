@@ -27,7 +27,7 @@ INTERNAL = {
 
 def _long_lock_waits(db: DB) -> None:
     """One DDL attempt waits up to a minute: the run's wait stays visible in pg_locks."""
-    db.execute("SELECT pgretention.set_setting(%s, '60s')", [INTERNAL["lock_timeout"]])
+    db.execute("SELECT pgretention.setting_set(%s, '60s')", [INTERNAL["lock_timeout"]])
 
 
 # -- finding 2a: a table hold set while the run waits for its lock -----------------------------------
@@ -79,13 +79,13 @@ def test_05_subject_hold_set_while_the_anonymiser_runs_is_honoured(engine: DB) -
     db = engine
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     db.execute(
-        "SELECT pgretention.create_table('public.calls', 'id bigint, started_at timestamptz, caller text, callee text',"
+        "SELECT pgretention.table_create('public.calls', 'id bigint, started_at timestamptz, caller text, callee text',"
         " 'started_at', '1 day', %s, p_start => %s)",
         [Jsonb({"all": {"drop_after": "60 days", "anonymise_after": "10 days"}}), day - timedelta(days=20)])
-    db.execute("SELECT pgretention.anon_set_rule('public.calls', 'caller', 'pseudonym');"
-               "SELECT pgretention.anon_set_rule('public.calls', 'callee', 'e164_prefix', '4');"
-               "SELECT pgretention.anon_set_rule('public.calls', 'id', 'keep');"
-               "SELECT pgretention.register_subject_table('public.calls', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
+    db.execute("SELECT pgretention.anon_rule_set('public.calls', 'caller', 'pseudonym');"
+               "SELECT pgretention.anon_rule_set('public.calls', 'callee', 'e164_prefix', '4');"
+               "SELECT pgretention.anon_rule_set('public.calls', 'id', 'keep');"
+               "SELECT pgretention.subject_table_register('public.calls', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
     # 100 calls 15 days ago: several empty partitions (20 to 16 days ago) are rewritten before theirs
     db.execute("INSERT INTO calls SELECT g, %s::timestamptz + g * interval '1 minute', '+3161234' || lpad(g::text, 4, '0'),"
                " '+31699999999' FROM generate_series(1, 100) g", [day - timedelta(days=15)])

@@ -32,14 +32,14 @@ def test_rule_03_rectification_and_portability_requests_are_recorded_with_the_de
     db = engine
     db.execute("CREATE TABLE profile (id int PRIMARY KEY, email text, name text)")
     db.execute("INSERT INTO profile VALUES (1, %s, 'Alice')", [ALICE])
-    db.execute("SELECT pgretention.register_subject_table('public.profile', '{\"email\": \"email\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.profile', '{\"email\": \"email\"}')")
     received = datetime(2026, 1, 31, 9, tzinfo=UTC)
     for kind in (PROPOSED["rectification"], PROPOSED["portability"]):
         rid = db.one("SELECT pgretention.request_create(%s, %s, p_received => %s)",
                      [kind, Jsonb({"email": [ALICE]}), received])
         assert db.one("SELECT due_at FROM pgretention.subject_request WHERE id = %s", [rid]) == datetime(
             2026, 2, 28, 9, tzinfo=UTC)
-        assert db.one("SELECT count(*) FROM pgretention.overdue_requests_at('2026-03-01') WHERE id = %s", [rid]) == 1
+        assert db.one("SELECT count(*) FROM pgretention.request_overdue('2026-03-01') WHERE id = %s", [rid]) == 1
         if kind == PROPOSED["portability"]:
             doc = db.one("SELECT pgretention.request_export(%s)", [rid])
             assert [r["id"] for r in doc["tables"]["public.profile"]] == [1]
@@ -60,10 +60,10 @@ def test_rule_08_processor_tables_answer_only_requests_of_their_tenant(engine: D
     db.execute("INSERT INTO end_user_msg VALUES (1, 'acme', %s), (2, 'globex', %s), (3, 'acme', '+31600000000')",
                [PHONE, PHONE])
     db.execute("INSERT INTO own_customer VALUES (1, %s)", [PHONE])
-    db.execute("SELECT pgretention.register_tenant('acme'); SELECT pgretention.register_tenant('globex')")
-    db.execute(f"SELECT pgretention.register_subject_table('public.end_user_msg', '{{\"recipient\": \"phone\"}}',"
+    db.execute("SELECT pgretention.tenant_register('acme'); SELECT pgretention.tenant_register('globex')")
+    db.execute(f"SELECT pgretention.subject_table_register('public.end_user_msg', '{{\"recipient\": \"phone\"}}',"
                f" p_tenant_column => 'tenant', {PROPOSED['processor']} => true)")
-    db.execute("SELECT pgretention.register_subject_table('public.own_customer', '{\"phone\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.own_customer', '{\"phone\": \"phone\"}')")
     own = db.one("SELECT pgretention.request_create('erasure', %s)", [Jsonb({"phone": [PHONE]})])
     db.execute("SELECT pgretention.request_fulfil(%s)", [own])
     assert db.one("SELECT count(*) FROM own_customer") == 0
@@ -91,7 +91,7 @@ def test_rule_14_marketing_data_kept_12_months_or_while_the_service_runs(engine:
     }
     for k, (collected, until) in rows.items():
         db.execute("INSERT INTO leads VALUES (%s, %s, %s, %s)", [k, f"l{k}@example.org", collected, until])
-    db.execute(f"SELECT pgretention.create_entity_rule('leads', 'public.leads', 'id', '[{{\"column\": \"collected_at\"}}]',"
+    db.execute(f"SELECT pgretention.entity_rule_create('leads', 'public.leads', 'id', '[{{\"column\": \"collected_at\"}}]',"
                f" '12 months', {PROPOSED['until']} => '[{{\"column\": \"customer_until\"}}]')")
     run_entities(db, now)
     assert db.all("SELECT id FROM leads ORDER BY id") == [(2,), (3,)]
@@ -108,9 +108,9 @@ def test_rule_18_erasure_refused_where_a_legal_retention_duty_applies(engine: DB
                "CREATE TABLE newsletter (id int PRIMARY KEY, email text)")
     db.execute("INSERT INTO invoices VALUES (10, %s, 'Alice A', 12.50)", [ALICE])
     db.execute("INSERT INTO newsletter VALUES (1, %s)", [ALICE])
-    db.execute(f"SELECT pgretention.register_subject_table('public.invoices', '{{\"email\": \"email\"}}',"
+    db.execute(f"SELECT pgretention.subject_table_register('public.invoices', '{{\"email\": \"email\"}}',"
                f" p_erasure => %s, {PROPOSED['legal_duty']} => %s)", [PROPOSED["keep_erasure"], duty])
-    db.execute("SELECT pgretention.register_subject_table('public.newsletter', '{\"email\": \"email\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.newsletter', '{\"email\": \"email\"}')")
     rid = db.one("SELECT pgretention.request_create('erasure', %s)", [Jsonb({"email": [ALICE]})])
     reply = db.one("SELECT pgretention.request_fulfil(%s)", [rid])
     assert db.all("SELECT id, email, name, amount FROM invoices") == [(10, ALICE, "Alice A", 12.50)]

@@ -22,12 +22,12 @@ ACCOUNT = "550e8400-e29b-41d4-a716-446655440000"
 def sessions(engine: DB) -> DB:
     """Sessions 50 days old (daily partitions, kept 30 days) of one IP, one phone and one account."""
     engine.execute(
-        "SELECT pgretention.create_table('public.sess', 'id bigint, started_at timestamptz, ip inet, phone text,"
+        "SELECT pgretention.table_create('public.sess', 'id bigint, started_at timestamptz, ip inet, phone text,"
         " account uuid', 'started_at', '1 day', %s, p_start => now() - interval '60 days')",
         [Jsonb({"all": {"drop_after": "30 days"}})])
     engine.execute("INSERT INTO sess SELECT g, now() - interval '50 days' + g * interval '1 minute', %s, %s, %s"
                    " FROM generate_series(1, 10) g", [IP, PHONE, ACCOUNT])
-    engine.execute("SELECT pgretention.register_subject_table('public.sess', %s)",
+    engine.execute("SELECT pgretention.subject_table_register('public.sess', %s)",
                    [Jsonb({"ip": "ip", "phone": "phone", "account": "account"})])
     return engine
 
@@ -76,7 +76,7 @@ def test_01_access_request_by_uuid_finds_the_rows(sessions: DB) -> None:
 def test_01_restricted_ip_is_hidden_from_the_unrestricted_view(sessions: DB) -> None:
     """After a restriction request for an IP, the application's view no longer shows its rows."""
     db = sessions
-    db.execute("SELECT pgretention.create_unrestricted_view('public.sess')")
+    db.execute("SELECT pgretention.restriction_view_create('public.sess')")
     rid = db.one("SELECT pgretention.request_create('restriction', %s)", [Jsonb({"ip": [IP]})])
     db.execute("SELECT pgretention.request_fulfil(%s)", [rid])
     assert db.one("SELECT count(*) FROM sess_unrestricted WHERE ip = %s::inet", [IP]) == 0
@@ -87,11 +87,11 @@ def test_01_restricted_ip_is_hidden_from_the_unrestricted_view(sessions: DB) -> 
 def tenants(engine: DB) -> DB:
     """Events of tenant 7 (int class column) in class short (30 days); the default class keeps a year."""
     engine.execute(
-        "SELECT pgretention.create_table('public.ev', 'id bigint, tenant int, t timestamptz, who text', 't', '1 day',"
+        "SELECT pgretention.table_create('public.ev', 'id bigint, tenant int, t timestamptz, who text', 't', '1 day',"
         " %s, p_class_column => 'tenant', p_default_class => 'long',"
         " p_start => date_trunc('day', now()) - interval '40 days')",
         [Jsonb({"short": {"drop_after": "30 days"}, "long": {"drop_after": "365 days"}})])
-    engine.execute("SELECT pgretention.assign_member('public.ev', '7', 'short')")
+    engine.execute("SELECT pgretention.member_assign('public.ev', '7', 'short')")
     engine.execute("INSERT INTO ev SELECT g, 7, now() - interval '35 days' + g * interval '1 minute', 'x'"
                    " FROM generate_series(1, 10) g")
     return engine
@@ -103,7 +103,7 @@ def test_08_assign_member_007_moves_tenant_7_or_fails(tenants: DB) -> None:
     year), or fails; it never answers 'reassigned' while nothing changed."""
     db = tenants
     try:
-        answer = db.one("SELECT pgretention.assign_member('public.ev', '007', 'long')")
+        answer = db.one("SELECT pgretention.member_assign('public.ev', '007', 'long')")
     except psycopg.Error:  # refused: acceptable, as long as nothing claims a move
         assert db.one("SELECT count(*) FROM pgretention.audit_log WHERE action = 'member.assign'"
                       " AND details ->> 'to' = 'long'") == 0

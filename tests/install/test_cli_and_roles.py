@@ -86,30 +86,30 @@ def test_roles(installed: DB) -> None:
     try:
         with psycopg.connect(installed.dsn_as("alice"), autocommit=True) as alice:
             alice.execute(
-                "SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL',"
+                "SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz NOT NULL',"
                 " 'started_at', '1 day', p_classes => '{\"default\": {\"drop_after\": \"13 months\"}}')"
             )
-            alice.execute("SELECT pgretention.set_setting('batch_size', '2000')")
+            alice.execute("SELECT pgretention.setting_set('batch_size', '2000')")
         with psycopg.connect(installed.dsn_as("bob"), autocommit=True) as bob:
             bob.execute("CALL pgretention.run()")
             assert bob.execute("SELECT count(*) FROM pgretention.status()").fetchone()[0] >= 1  # type: ignore[index]
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                bob.execute("SELECT pgretention.set_setting('batch_size', '1')")
+                bob.execute("SELECT pgretention.setting_set('batch_size', '1')")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                bob.execute("SELECT pgretention.add_class('public.cdr', 'x', '1 month')")
+                bob.execute("SELECT pgretention.class_add('public.cdr', 'x', '1 month')")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 bob.execute("SELECT * FROM pgretention.audit_log")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 bob.execute("DELETE FROM pgretention.managed_table")
         with psycopg.connect(installed.dsn_as("carol"), autocommit=True) as carol:
-            assert carol.execute("SELECT ok FROM pgretention.verify_audit()").fetchone()[0] is True  # type: ignore[index]
+            assert carol.execute("SELECT ok FROM pgretention.audit_verify()").fetchone()[0] is True  # type: ignore[index]
             assert carol.execute("SELECT count(*) FROM pgretention.audit_log").fetchone()[0] >= 2  # type: ignore[index]
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 carol.execute("CALL pgretention.run()")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 carol.execute("UPDATE pgretention.audit_log SET outcome = 'x'")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                carol.execute("SELECT pgretention.set_setting('batch_size', '1')")
+                carol.execute("SELECT pgretention.setting_set('batch_size', '1')")
         for user in ("alice", "bob", "carol"):
             with psycopg.connect(installed.dsn_as(user), autocommit=True) as c, pytest.raises(
                 psycopg.errors.InsufficientPrivilege
@@ -129,7 +129,7 @@ def test_search_path_attack_by_unprivileged_role(installed: DB) -> None:
                "CREATE SCHEMA evil AUTHORIZATION mallory; GRANT pgretention_operator TO mallory;"
                "CREATE TABLE public.loot (what text); GRANT INSERT ON public.loot TO mallory")
     try:
-        db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz', 'started_at',"
+        db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz', 'started_at',"
                    " '1 day', '{\"all\": {\"drop_after\": \"1 day\"}}', p_start => now() - interval '5 days')")
         with psycopg.connect(db.dsn_as("mallory"), autocommit=True) as m:
             for name, args, ret in [("format", "text, VARIADIC text[]", "text"), ("now", "", "timestamptz"),
@@ -143,7 +143,7 @@ def test_search_path_attack_by_unprivileged_role(installed: DB) -> None:
             m.execute("SELECT * FROM pgretention.status()")
             m.execute("SELECT * FROM pgretention.plan()")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                m.execute("SELECT pgretention.set_setting('lock_timeout', '1h')")
+                m.execute("SELECT pgretention.setting_set('lock_timeout', '1h')")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 m.execute("UPDATE pgretention.audit_log SET outcome = 'x'")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

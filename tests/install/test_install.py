@@ -120,7 +120,7 @@ def test_missing_extension_is_named(db: DB) -> None:
 
 def test_uninstall_refuses_with_managed_tables(installed: DB) -> None:
     installed.execute(
-        "SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL',"
+        "SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz NOT NULL',"
         " 'started_at', '1 day', p_classes => '{\"default\": {\"drop_after\": \"13 months\"}}')"
     )
     res = installed.cli("uninstall", "--yes")
@@ -135,8 +135,8 @@ def test_uninstall_refuses_with_managed_tables(installed: DB) -> None:
 
 
 def test_audit_log_is_append_only_and_chained(installed: DB) -> None:
-    installed.execute("SELECT pgretention.set_setting('batch_size', '1000')")
-    assert installed.one("SELECT ok FROM pgretention.verify_audit()") is True
+    installed.execute("SELECT pgretention.setting_set('batch_size', '1000')")
+    assert installed.one("SELECT ok FROM pgretention.audit_verify()") is True
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
         installed.execute("UPDATE pgretention.audit_log SET outcome = 'x'")
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
@@ -147,6 +147,6 @@ def test_audit_log_is_append_only_and_chained(installed: DB) -> None:
         "UPDATE pgretention.audit_log SET details = '{}' WHERE action = 'setting.change';"
         "ALTER TABLE pgretention.audit_log ENABLE TRIGGER audit_log_append_only"
     )
-    bad = installed.all("SELECT ok, first_broken_id, reason FROM pgretention.verify_audit()")[0]
+    bad = installed.all("SELECT ok, first_broken_id, reason FROM pgretention.audit_verify()")[0]
     changed = installed.one("SELECT id FROM pgretention.audit_log WHERE action = 'setting.change'")
     assert bad == (False, changed, "content does not match its hash")

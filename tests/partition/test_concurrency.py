@@ -98,7 +98,7 @@ def test_purge_during_heavy_copy_ingest(installed: DB) -> None:
     assert db.one("SELECT count(*) FROM cdr WHERE started_at < %s::timestamptz - interval '11 days'", [at]) == 0
     # the writers waited at most a bounded time for the purge's brief parent locks
     assert worst < 2.0, worst
-    assert db.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert db.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 
@@ -151,4 +151,4 @@ def test_cli_run_and_cron_statement_at_once(installed: DB) -> None:
     assert sum(r[2] or 0 for r in runs) == len(expired)
     assert {r[0] for r in runs} <= {"cli", "cron"}
     assert db.one("SELECT count(*) FROM pgretention.audit_log WHERE action = 'partition.drop'") == len(expired)
-    assert db.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert db.one("SELECT ok FROM pgretention.audit_verify()") is True

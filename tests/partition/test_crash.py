@@ -16,16 +16,16 @@ from tests.fix_db import DB
 
 
 def _purge_fixture(db: DB, days: int = 40, rows_per_day: int = 2000) -> int:
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     db.execute(
-        "SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text',"
+        "SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text',"
         " 'started_at', '1 day', %s, p_start => now() - make_interval(days => %s))",
         [Jsonb({"all": {"drop_after": "10 days"}}), days + 1],
     )
     db.execute("INSERT INTO cdr SELECT g, now() - make_interval(days => %s) + g * make_interval(secs => 86400.0 / %s),"
                " '+3161' || g FROM generate_series(1, %s) g", [days, rows_per_day, days * rows_per_day])
     db.execute("SELECT pgretention.hold_set('order', 'R-1', 'phone', '+316112345')")
-    db.execute("SELECT pgretention.register_subject_table('public.cdr', '{\"caller\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.cdr', '{\"caller\": \"phone\"}')")
     return days * rows_per_day
 
 
@@ -46,7 +46,7 @@ def _check_after_recovery(db: DB, total: int) -> None:
     orphans = db.one("SELECT count(*) FROM pg_class c JOIN pgretention.partition_op o ON o.partition_name = c.relname"
                      " WHERE o.op = 'drop'")
     assert orphans == 0
-    assert db.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert db.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 def _crash_purge_trial(db: DB, seed: int) -> None:

@@ -131,7 +131,7 @@ def test_two_runners_started_together(engine: DB) -> None:
 def test_long_report_bounds_insert_latency_and_defers(engine: DB) -> None:
     """A report holding the table open: inserts wait at most about lock_timeout, the drop waits its turn."""
     create_cdr(engine, {"all": {"drop_after": "2 days"}}, class_column=None, start=datetime.now(UTC) - timedelta(days=6))
-    engine.execute("SELECT pgretention.set_setting('max_lock_wait_total', '3s')")
+    engine.execute("SELECT pgretention.setting_set('max_lock_wait_total', '3s')")
     engine.execute("INSERT INTO cdr (id, started_at) SELECT g, now() - g * interval '1 hour' FROM generate_series(1, 100) g")
     latencies: list[float] = []
     stop = threading.Event()
@@ -200,17 +200,17 @@ def test_member_assignment_and_moves(engine: DB) -> None:
                class_column="tenant", default="m24", start=start, interval="1 month",
                p_min_drop_after="6 months", p_max_drop_after="24 months")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="outside the allowed window"):
-        engine.execute("SELECT pgretention.add_class('public.collected', 'm36', '36 months')")
+        engine.execute("SELECT pgretention.class_add('public.collected', 'm36', '36 months')")
     # a new tenant with no rows is routed to its class partition at once
-    assert engine.one("SELECT pgretention.assign_member('public.collected', 'newco', 'm6')") == "routed to class m6"
+    assert engine.one("SELECT pgretention.member_assign('public.collected', 'newco', 'm6')") == "routed to class m6"
     engine.execute("INSERT INTO collected VALUES (1, 'newco', '2026-01-15'), (2, 'oldco', '2026-01-15'),"
                    " (3, 'oldco', '2026-06-15'), (4, 'acme', '2026-01-15')")
     assert engine.one("SELECT count(*) FROM collected_m6") == 1
     # oldco has rows in the default class (24 months): moving to 6 months keeps them in place
-    res = engine.one("SELECT pgretention.assign_member('public.collected', 'oldco', 'm6')")
+    res = engine.one("SELECT pgretention.member_assign('public.collected', 'oldco', 'm6')")
     assert res.startswith("reassigned")
     # acme moves from 12 to 24 months with rows stored: kept past 12 months
-    engine.execute("SELECT pgretention.assign_member('public.collected', 'acme', 'm24')")
+    engine.execute("SELECT pgretention.member_assign('public.collected', 'acme', 'm24')")
     run(engine, datetime(2026, 8, 10, tzinfo=UTC))
     ids = sorted(r[0] for r in engine.all("SELECT id FROM collected"))
     assert ids == [3, 4]  # newco's and oldco's January rows are past 6 months
@@ -223,31 +223,31 @@ def test_member_assignment_and_moves(engine: DB) -> None:
 
 
 BAD_CALLS = [
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz', 't', '-1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz', 't', '-1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
      "must be positive"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz', 't', 'banana', '{\"a\": {\"drop_after\": \"1 day\"}}')",
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz', 't', 'banana', '{\"a\": {\"drop_after\": \"1 day\"}}')",
      "invalid partition interval of table public.x 'banana'"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t text', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t text', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
      "is not a time column"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz', 'nope', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz', 'nope', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
      "column nope does not exist in table public.x"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz', 't', '1 day',"
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz', 't', '1 day',"
      " '{\"a\": {\"drop_after\": \"1 month\", \"anonymise_after\": \"2 months\"}}')",
      "must be longer than anonymise_after"),
-    ("SELECT pgretention.create_table('public.\"x;drop\"', 'id bigint, t timestamptz', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
+    ("SELECT pgretention.table_create('public.\"x;drop\"', 'id bigint, t timestamptz', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
      "quotes, semicolons"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz); DROP TABLE y; --', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz); DROP TABLE y; --', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
      "invalid column definition"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}',"
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}',"
      " p_class_column => 'id'':')", "quotes, semicolons"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz', 't', '1 day', '{\"a\": {\"drop_after\": \"soon\"}}')",
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz', 't', '1 day', '{\"a\": {\"drop_after\": \"soon\"}}')",
      "invalid drop_after of class a 'soon'"),
-    ("SELECT pgretention.manage_table('public.nosuch', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
+    ("SELECT pgretention.table_manage('public.nosuch', 't', '1 day', '{\"a\": {\"drop_after\": \"1 day\"}}')",
      "table public.nosuch does not exist"),
-    ("SELECT pgretention.set_class('public.nosuch', 'a', '1 day')", "table public.nosuch is not managed by pgretention"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz', 't', '1 day', '{\"A b\": {\"drop_after\": \"1 day\"}}')",
+    ("SELECT pgretention.class_set('public.nosuch', 'a', '1 day')", "table public.nosuch is not managed by pgretention"),
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz', 't', '1 day', '{\"A b\": {\"drop_after\": \"1 day\"}}')",
      "invalid class name"),
-    ("SELECT pgretention.create_table('public.x', 'id bigint, t timestamptz', 't', '1 day',"
+    ("SELECT pgretention.table_create('public.x', 'id bigint, t timestamptz', 't', '1 day',"
      " '{\"a\": {\"drop_after\": \"1 day\"}, \"b\": {\"drop_after\": \"2 days\"}}')", "several classes"),
 ]
 
@@ -364,9 +364,9 @@ def test_premake_continues_the_partition_grid(engine: DB) -> None:
 def test_clock_moving_backwards_deletes_nothing_early(installed: DB) -> None:
     """A run at a later reference time, then one at an earlier time: the second removes nothing more."""
     db = installed
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     start = datetime.now(UTC) - timedelta(days=20)
-    db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, started_at timestamptz', 'started_at',"
+    db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz', 'started_at',"
                " '1 day', '{\"all\": {\"drop_after\": \"10 days\"}}', p_start => %s)", [start])
     db.execute("INSERT INTO cdr SELECT g, %s + g * interval '1 hour' FROM generate_series(1, 480) g", [start])
     with db.connect() as conn:

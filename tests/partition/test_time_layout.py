@@ -23,7 +23,7 @@ CLASSES = {"eu": {"drop_after": "10 days", "anonymise_after": "3 days", "members
 def shared(engine: DB) -> DB:
     """cdr with eu (10 days) and intl (30 days) in shared daily partitions; 40 days x 96 rows."""
     db = engine
-    db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, region text, started_at timestamptz,"
+    db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, region text, started_at timestamptz,"
                " caller text', 'started_at', '1 day', %s, p_class_column => 'region', p_default_class => 'intl',"
                " p_layout => 'time', p_start => %s)", [Jsonb(CLASSES), NOW - timedelta(days=41)])
     db.execute("INSERT INTO cdr SELECT g, (ARRAY['NL', 'DE', 'US', 'BR'])[g %% 4 + 1],"
@@ -63,11 +63,11 @@ def test_layout_is_one_level_and_shorter_class_purged_by_rows(shared: DB) -> Non
     hist = dict(shared.all("SELECT class_name, sum(rows) FROM pgretention.report_age_histogram(%s)"
                            " GROUP BY 1", [NOW]))
     assert hist == {"eu": 10 * 48, "intl": 30 * 48}
-    assert shared.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert shared.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 def test_holds_keep_rows_of_their_class_and_subject(shared: DB) -> None:
-    shared.execute("SELECT pgretention.register_subject_table('public.cdr', '{\"caller\": \"phone\"}')")
+    shared.execute("SELECT pgretention.subject_table_register('public.cdr', '{\"caller\": \"phone\"}')")
     shared.execute("SELECT pgretention.hold_set('order', 'R-1', 'phone', '+31610000007')")
     # a class hold on eu for days 15..13 before NOW
     shared.execute("SELECT pgretention.hold_set('order', 'R-2', p_table => 'public.cdr', p_class => 'eu',"
@@ -91,13 +91,13 @@ def test_holds_keep_rows_of_their_class_and_subject(shared: DB) -> None:
     shared.execute("SELECT pgretention.hold_release(id) FROM pgretention.legal_hold")
     assert run(shared, NOW)["status"] == "ok"
     assert count(shared, eu_old, [NOW.replace(hour=0) - timedelta(days=10)]) == 0
-    assert shared.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert shared.one("SELECT ok FROM pgretention.audit_verify()") is True
 
 
 def test_member_moved_to_the_shorter_class_follows_it(shared: DB) -> None:
     assert run(shared, NOW)["status"] == "ok"
     assert count(shared, "region = 'US' AND started_at < %s", [NOW.replace(hour=0) - timedelta(days=10)]) > 0
-    assert shared.one("SELECT pgretention.assign_member('public.cdr', 'US', 'eu')") == "assigned to class eu"
+    assert shared.one("SELECT pgretention.member_assign('public.cdr', 'US', 'eu')") == "assigned to class eu"
     assert run(shared, NOW)["status"] == "ok"
     assert count(shared, "region = 'US' AND started_at < %s", [NOW.replace(hour=0) - timedelta(days=10)]) == 0
     assert count(shared, "region = 'BR' AND started_at >= %s", [NOW.replace(hour=0) - timedelta(days=30)]) == 30 * 24
@@ -105,10 +105,10 @@ def test_member_moved_to_the_shorter_class_follows_it(shared: DB) -> None:
 
 def test_each_class_anonymised_at_its_own_age(shared: DB) -> None:
     for col, method in [("id", "keep"), ("caller", "pseudonym")]:
-        shared.execute("SELECT pgretention.anon_set_rule('public.cdr', %s, %s)", [col, method])
+        shared.execute("SELECT pgretention.anon_rule_set('public.cdr', %s, %s)", [col, method])
     total = count(shared, "true")
     with shared.connect() as conn:
-        conn.execute("CALL pgretention.run_anonymiser(%s)", [NOW])
+        conn.execute("CALL pgretention.anon_run(%s)", [NOW])
     day = NOW.replace(hour=0)
     # eu after 3 days, intl after 20; never the other class's rows
     # (rows past their class's drop_after are not rewritten: the next run deletes them)
@@ -126,13 +126,13 @@ def test_each_class_anonymised_at_its_own_age(shared: DB) -> None:
 
 
 @pytest.mark.parametrize("call, message", [
-    ("SELECT pgretention.create_table('public.t2', 'id int, r text, ts timestamptz', 'ts', '1 day',"
+    ("SELECT pgretention.table_create('public.t2', 'id int, r text, ts timestamptz', 'ts', '1 day',"
      " '{\"a\": {\"drop_after\": \"1 day\"}}', p_class_column => 'r', p_layout => 'diagonal')",
      "layout of table public.t2 must be class or time"),
-    ("SELECT pgretention.create_table('public.t2', 'id int, r text, ts timestamptz', 'ts', '1 day',"
+    ("SELECT pgretention.table_create('public.t2', 'id int, r text, ts timestamptz', 'ts', '1 day',"
      " '{\"a\": {\"drop_after\": \"1 day\"}}', p_distribute_by => 'id')",
      "the citus extension is not installed"),
-    ("SELECT pgretention.create_table('public.t2', 'id int, r text, ts timestamptz', 'ts', '1 day',"
+    ("SELECT pgretention.table_create('public.t2', 'id int, r text, ts timestamptz', 'ts', '1 day',"
      " '{\"a\": {\"drop_after\": \"1 day\"}}', p_distribute_by => 'id; DROP TABLE cdr')",
      "distribution column"),
 ])

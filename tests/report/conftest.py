@@ -33,8 +33,8 @@ def reporting(db: DB) -> DB:
         job = adm.execute("SELECT jobid FROM cron.job WHERE jobname = %s", [schedule.job_name(db.name)]).fetchone()
         assert job is not None
         adm.execute("SELECT cron.alter_job(%s, command := 'SELECT 1')", [job[0]])
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
-    db.execute("SELECT pgretention.create_table(%s, 'id bigint, t timestamptz', 't', '1 day', %s)",
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.table_create(%s, 'id bigint, t timestamptz', 't', '1 day', %s)",
                [HEARTBEAT, Jsonb({"all": {"drop_after": "30 days"}})])
     return db
 

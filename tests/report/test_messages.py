@@ -26,7 +26,7 @@ def _run_notices(db: DB, at: datetime | None = None) -> list[str]:
 
 
 def _sms(db: DB, **kw: Any) -> None:
-    db.execute("SELECT pgretention.create_table('public.sms', 'id bigint, sent_at timestamptz, caller text, callee text',"
+    db.execute("SELECT pgretention.table_create('public.sms', 'id bigint, sent_at timestamptz, caller text, callee text',"
                " 'sent_at', '1 day', %s, p_start => date_trunc('day', now()) - interval '40 days'"
                + "".join(f", {k} => %s" for k in kw) + ")", [Jsonb({"all": {"drop_after": "30 days"}}), *kw.values()])
 
@@ -48,11 +48,11 @@ def test_25_failed_rewrite_is_not_announced_as_anonymised(reporting: DB) -> None
     """When every rewrite fails (the quarter's key was destroyed), no notice says 'anonymised partition'."""
     db = reporting
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    db.execute("SELECT pgretention.create_table('public.calls', 'id bigint, started_at timestamptz, caller text',"
+    db.execute("SELECT pgretention.table_create('public.calls', 'id bigint, started_at timestamptz, caller text',"
                " 'started_at', '1 day', %s, p_start => %s)",
                [Jsonb({"all": {"drop_after": "60 days", "anonymise_after": "10 days"}}), day - timedelta(days=14)])
-    db.execute("SELECT pgretention.anon_set_rule('public.calls', 'caller', 'pseudonym');"
-               "SELECT pgretention.anon_set_rule('public.calls', 'id', 'keep')")
+    db.execute("SELECT pgretention.anon_rule_set('public.calls', 'caller', 'pseudonym');"
+               "SELECT pgretention.anon_rule_set('public.calls', 'id', 'keep')")
     db.execute("INSERT INTO calls SELECT g, %s::timestamptz + g * interval '1 hour', '+3161234' || g"
                " FROM generate_series(1, 48) g", [day - timedelta(days=13)])
     for d in range(9, 16):
@@ -83,7 +83,7 @@ def test_25_erasure_proof_names_the_hold_on_the_other_party(reporting: DB) -> No
     """Alice's calls with Bob are kept under Bob's disclosure order: the proof gives that reason."""
     db = reporting
     _sms(db)
-    db.execute("SELECT pgretention.register_subject_table('public.sms', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.sms', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
     db.execute("INSERT INTO sms SELECT g, now() - g * interval '1 hour', %s, %s FROM generate_series(1, 4) g", [ALICE, BOB])
     db.execute("SELECT pgretention.hold_set('disclosure order', 'ORD-BOB', 'phone', %s)", [BOB])
     rid = db.one("SELECT pgretention.request_create('erasure', %s)", [Jsonb({"phone": [ALICE]})])

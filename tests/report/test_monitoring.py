@@ -66,7 +66,7 @@ def test_metrics_carry_a_database_label(reporting: DB) -> None:
 
 
 def _six_months(db: DB) -> DB:
-    db.execute("SELECT pgretention.create_table('public.m6', 'id bigint, t timestamptz, who text', 't', '1 day', %s,"
+    db.execute("SELECT pgretention.table_create('public.m6', 'id bigint, t timestamptz, who text', 't', '1 day', %s,"
                " p_start => date_trunc('day', now()) - interval '190 days')", [Jsonb({"all": {"drop_after": "6 months"}})])
     heartbeat(db)
     return db

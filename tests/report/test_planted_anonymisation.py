@@ -31,12 +31,12 @@ def _day() -> datetime:
 
 def _calls(db: DB, *, start: datetime | None = None) -> None:
     """public.calls: kept 60 days, anonymised after 10; rules for every column; the caller registered."""
-    db.execute("SELECT pgretention.create_table('public.calls', 'id bigint, started_at timestamptz, caller text,"
+    db.execute("SELECT pgretention.table_create('public.calls', 'id bigint, started_at timestamptz, caller text,"
                " callee text', 'started_at', '1 day', %s, p_start => %s)",
                [Jsonb({"all": {"drop_after": "60 days", "anonymise_after": "10 days"}}), start])
-    db.execute("SELECT pgretention.anon_set_rule('public.calls', 'caller', 'pseudonym');"
-               "SELECT pgretention.anon_set_rule('public.calls', 'callee', 'e164_prefix', '4');"
-               "SELECT pgretention.anon_set_rule('public.calls', 'id', 'keep')")
+    db.execute("SELECT pgretention.anon_rule_set('public.calls', 'caller', 'pseudonym');"
+               "SELECT pgretention.anon_rule_set('public.calls', 'callee', 'e164_prefix', '4');"
+               "SELECT pgretention.anon_rule_set('public.calls', 'id', 'keep')")
 
 
 def _insert_calls(db: DB, first: datetime, n: int = 100, step: str = "1 minute") -> None:
@@ -90,7 +90,7 @@ def test_13b_column_added_during_a_rewrite_fails_loudly_and_the_next_run_recover
     _calls(db, start=day - timedelta(days=20))
     _insert_calls(db, day - timedelta(days=15))
     heartbeat(db)
-    db.execute("SELECT pgretention.set_setting(%s, '60s')", [INTERNAL["lock_timeout"]])
+    db.execute("SELECT pgretention.setting_set(%s, '60s')", [INTERNAL["lock_timeout"]])
     reader = db.connect()
     try:
         reader.execute("BEGIN")

@@ -23,12 +23,12 @@ PHONE = "+31612345678"
 
 def _sms(db: DB, **kw: object) -> str:
     """public.sms kept 30 days (daily partitions), 5 SMS of one subject 35 days old; their partition."""
-    db.execute("SELECT pgretention.create_table('public.sms', 'id bigint, sent_at timestamptz, caller text', 'sent_at',"
+    db.execute("SELECT pgretention.table_create('public.sms', 'id bigint, sent_at timestamptz, caller text', 'sent_at',"
                " '1 day', %s, p_start => date_trunc('day', now()) - interval '40 days'"
                + "".join(f", {k} => %s" for k in kw) + ")", [Jsonb({"all": {"drop_after": "30 days"}}), *kw.values()])
     db.execute("INSERT INTO sms SELECT g, now() - interval '35 days' + g * interval '1 minute', %s"
                " FROM generate_series(1, 5) g", [PHONE])
-    db.execute("SELECT pgretention.register_subject_table('public.sms', '{\"caller\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.sms', '{\"caller\": \"phone\"}')")
     return str(db.one("SELECT DISTINCT tableoid::regclass::text FROM sms"))
 
 

@@ -29,7 +29,7 @@ EV = "id bigint, t timestamptz, who text"
 
 def _ev(db: DB, *, start_days: int = 40, interval: str = "1 day", drop_after: str = "30 days", **kw: object) -> None:
     """public.ev: one class of ``drop_after``, partitions from ``start_days`` ago, a recent row."""
-    db.execute("SELECT pgretention.create_table('public.ev', %s, 't', %s, %s,"
+    db.execute("SELECT pgretention.table_create('public.ev', %s, 't', %s, %s,"
                " p_start => date_trunc('day', now()) - make_interval(days => %s)"
                + "".join(f", {k} => %s" for k in kw) + ")",
                [EV, interval, Jsonb({"all": {"drop_after": drop_after}}), start_days, *kw.values()])
@@ -69,7 +69,7 @@ def test_11_plus_infinity_row_is_reported_and_the_report_still_renders(reporting
 # -- finding 12: a member moved with a non-canonical value -------------------------------------------
 def _tenants(db: DB) -> None:
     """Tenant 7 (int class column) with rows 50 days old in class long (a year); class short: 30 days."""
-    db.execute("SELECT pgretention.create_table('public.ev', 'id bigint, tenant int, t timestamptz, who text', 't',"
+    db.execute("SELECT pgretention.table_create('public.ev', 'id bigint, tenant int, t timestamptz, who text', 't',"
                " '1 day', %s, p_class_column => 'tenant', p_default_class => 'long',"
                " p_start => date_trunc('day', now()) - interval '60 days')",
                [Jsonb({"short": {"drop_after": "30 days"}, "long": {"drop_after": "365 days"}})])
@@ -86,7 +86,7 @@ def test_12_member_moved_to_a_shorter_class_as_07_is_reported(reporting: DB) -> 
     run(db)
     assert_clean(db)
     assert check_exit(db) == 0
-    db.execute("SELECT pgretention.assign_member('public.ev', '07', 'short')")
+    db.execute("SELECT pgretention.member_assign('public.ev', '07', 'short')")
     assert violations(db, "public.ev"), findings(db)
     assert check_exit(db) == 1
 
@@ -96,7 +96,7 @@ def test_12_member_moved_to_a_shorter_class_as_07_is_purged(reporting: DB) -> No
     """The engine applies the shorter period to tenant 7 however the value was typed."""
     db = reporting
     _tenants(db)
-    db.execute("SELECT pgretention.assign_member('public.ev', '07', 'short')")
+    db.execute("SELECT pgretention.member_assign('public.ev', '07', 'short')")
     run(db)
     assert db.one("SELECT count(*) FROM ev WHERE tenant = 7") == 0
 
@@ -128,7 +128,7 @@ def test_19_late_row_after_a_class_purge_is_seen_and_removed(reporting: DB) -> N
     row 50 days old arrives: status shows it as eu's oldest row, and the next run removes it (not at
     intl's 90 days)."""
     db = reporting
-    db.execute("SELECT pgretention.create_table('public.tl', 'id bigint, region text, t timestamptz, who text', 't',"
+    db.execute("SELECT pgretention.table_create('public.tl', 'id bigint, region text, t timestamptz, who text', 't',"
                " '1 day', %s, p_class_column => 'region', p_default_class => 'intl', p_layout => 'time',"
                " p_start => date_trunc('day', now()) - interval '60 days')",
                [Jsonb({"eu": {"drop_after": "30 days", "members": ["NL"]}, "intl": {"drop_after": "90 days"}})])
@@ -154,7 +154,7 @@ def test_22_minvalue_partition_is_refused_or_expired(reporting: DB) -> None:
     db.execute(f"CREATE TABLE mv_old PARTITION OF mv FOR VALUES FROM (MINVALUE) TO ('{bound.isoformat()}')")  # noqa: S608
     db.execute("INSERT INTO mv VALUES (1, now() - interval '100 days', 'x'), (2, now() - interval '36 days', 'y')")
     try:
-        db.execute("SELECT pgretention.manage_table('public.mv', 't', '1 day', %s, p_start => %s)",
+        db.execute("SELECT pgretention.table_manage('public.mv', 't', '1 day', %s, p_start => %s)",
                    [Jsonb({"all": {"drop_after": "30 days"}}), bound])
     except psycopg.Error:
         return  # refused
@@ -174,7 +174,7 @@ def test_23_monthly_to_daily_interval_raises_no_false_violation(reporting: DB) -
     db.execute("INSERT INTO ev VALUES (3, now() - interval '70 days', 'old month')")
     assert db.one("SELECT tableoid::regclass::text FROM ev WHERE id = 3") != "ev_default"
     assert_clean(db)
-    db.execute("SELECT pgretention.set_partition_interval('public.ev', '1 day')")
+    db.execute("SELECT pgretention.table_set_interval('public.ev', '1 day')")
     assert_clean(db)
 
 
@@ -188,7 +188,7 @@ def test_23_daily_to_monthly_interval_keeps_the_daily_promise(reporting: DB) -> 
     db.execute("INSERT INTO ev VALUES (3, now() - interval '63 days', 'old day')")
     assert db.one("SELECT tableoid::regclass::text FROM ev WHERE id = 3") != "ev_default"
     assert violations(db, "public.ev"), findings(db)
-    db.execute("SELECT pgretention.set_partition_interval('public.ev', '1 month')")
+    db.execute("SELECT pgretention.table_set_interval('public.ev', '1 month')")
     assert violations(db, "public.ev"), findings(db)
 
 
@@ -198,9 +198,9 @@ def test_24a_one_catalog_row_per_member(reporting: DB) -> None:
     """'07' and '7' are the same tenant of an int column: the catalog holds one member for it."""
     db = reporting
     _tenants(db)
-    db.execute("SELECT pgretention.assign_member('public.ev', '07', 'short')")
+    db.execute("SELECT pgretention.member_assign('public.ev', '07', 'short')")
     try:
-        db.execute("SELECT pgretention.assign_member('public.ev', '7', 'short')")
+        db.execute("SELECT pgretention.member_assign('public.ev', '7', 'short')")
     except psycopg.Error:
         pass
     members = db.all("SELECT value, class_name FROM pgretention.class_member")
@@ -211,13 +211,13 @@ def test_24a_one_catalog_row_per_member(reporting: DB) -> None:
 def test_24b_plan_lists_the_purge_of_a_moved_member(reporting: DB) -> None:
     """``plan()`` shows the deletion of a moved member's rows that the next run carries out."""
     db = reporting
-    db.execute("SELECT pgretention.create_table('public.cdr', 'id bigint, region text, started_at timestamptz',"
+    db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, region text, started_at timestamptz',"
                " 'started_at', '1 day', %s, p_class_column => 'region', p_default_class => 'intl',"
                " p_start => now() - interval '10 months')",
                [Jsonb({"eu": {"drop_after": "6 months", "members": ["NL"]}, "intl": {"drop_after": "24 months"}})])
     db.execute("INSERT INTO cdr SELECT g, 'BE', now() - interval '9 months' + g * interval '1 hour'"
                " FROM generate_series(1, 20) g")
-    db.execute("SELECT pgretention.assign_member('public.cdr', 'BE', 'eu')")
+    db.execute("SELECT pgretention.member_assign('public.cdr', 'BE', 'eu')")
     plan = db.all("SELECT class_name, partition, action, rows_estimate FROM pgretention.plan()"
                   " WHERE table_name = 'public.cdr' AND action NOT LIKE 'detach%%'")
     assert plan, "plan lists no row-level deletion"
@@ -231,8 +231,8 @@ def test_24c_release_then_manage_again(reporting: DB) -> None:
     db = reporting
     _ev(db)
     db.execute("INSERT INTO ev VALUES (2, now() + interval '100 days', 'in the default partition')")
-    db.execute("SELECT pgretention.release_table('public.ev')")
-    db.execute("SELECT pgretention.manage_table('public.ev', 't', '1 day', %s,"
+    db.execute("SELECT pgretention.table_release('public.ev')")
+    db.execute("SELECT pgretention.table_manage('public.ev', 't', '1 day', %s,"
                " p_start => date_trunc('day', now()) + interval '5 days')", [Jsonb({"all": {"drop_after": "30 days"}})])
     assert db.one("SELECT count(*) FROM ev") == 2
 
@@ -250,7 +250,7 @@ def test_24d_cycle_in_an_entity_hierarchy_is_a_violation(reporting: DB) -> None:
     later = datetime.now(UTC) + timedelta(days=31)
     for at in (datetime.now(UTC), later):
         with db.connect() as conn:
-            conn.execute("CALL pgretention.run_entities(p_now => %s, p_runner => 'test')", [at])
+            conn.execute("CALL pgretention.entity_run(p_now => %s, p_runner => 'test')", [at])
     assert db.one("SELECT count(*) FROM crm.account") == 2
     assert violations(db, "crm.account", later, pattern=r"cycle"), findings(db, later)
 
@@ -262,14 +262,14 @@ def test_rule_01_rows_kept_longer_by_contract_are_no_violation(reporting: DB) ->
     the contract class; three months later its 15-month-old rows are rightly kept, and the report does
     not call them a violation of the 13-month class."""
     db = reporting
-    db.execute("SELECT pgretention.create_table('public.msg', 'id bigint, tenant text, t timestamptz, body text',"
+    db.execute("SELECT pgretention.table_create('public.msg', 'id bigint, tenant text, t timestamptz, body text',"
                " 't', '1 month', %s, p_class_column => 'tenant', p_default_class => 'sms',"
                " p_start => now() - interval '13 months')",
                [Jsonb({"sms": {"drop_after": "13 months", "members": ["acme", "globex"]},
                        "contract": {"drop_after": "24 months"}})])
     db.execute("INSERT INTO msg SELECT g, CASE WHEN g % 2 = 0 THEN 'acme' ELSE 'globex' END,"
                " now() - interval '12 months' + g * interval '1 hour', 'x' FROM generate_series(1, 20) g")
-    db.execute("SELECT pgretention.assign_member('public.msg', 'acme', 'contract')")
+    db.execute("SELECT pgretention.member_assign('public.msg', 'acme', 'contract')")
     later = datetime.now(UTC) + timedelta(days=92)
     run(db, later)
     assert db.all("SELECT tenant, count(*) FROM msg GROUP BY tenant") == [("acme", 10)]

@@ -222,7 +222,7 @@ def make_cdr(db: DB, *, months: int = 3, rows: int = 600, interval: str = "1 mon
     months (caller ``phone(i % 1000)``, callee ``phone((i + 1) % 1000)``). With ``subject`` the table
     is registered for subject requests (caller, callee = phone). Returns the managed table id."""
     tid = db.one(
-        "SELECT pgretention.create_table('public.cdr', %s, 'started_at', %s, %s, p_class_column => 'region',"
+        "SELECT pgretention.table_create('public.cdr', %s, 'started_at', %s, %s, p_class_column => 'region',"
         " p_default_class => 'intl', p_premake => %s, p_start => now() - %s::interval)",
         [CDR_COLUMNS, interval, Jsonb(classes or CDR_CLASSES), premake, f"{months} months"],
     )
@@ -234,7 +234,7 @@ def make_cdr(db: DB, *, months: int = 3, rows: int = 600, interval: str = "1 mon
         [list(REGIONS), f"{months} months", rows, rows],
     )
     if subject:
-        db.execute("SELECT pgretention.register_subject_table('public.cdr', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
+        db.execute("SELECT pgretention.subject_table_register('public.cdr', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
     return int(tid)
 
 
@@ -247,7 +247,7 @@ def make_sms_log(db: DB, *, default_rows: int = 500, days_back: int = 10, premak
     if anonymise_after is not None:
         cls["anonymise_after"] = anonymise_after
     tid = db.one(
-        "SELECT pgretention.create_table('public.sms_log', 'id bigint, sent_at timestamptz, sender text, body text',"
+        "SELECT pgretention.table_create('public.sms_log', 'id bigint, sent_at timestamptz, sender text, body text',"
         " 'sent_at', '1 day', %s, p_premake => %s, p_start => now() - %s::interval)",
         [Jsonb({"default": cls}), premake, f"{days_back} days"],
     )
@@ -284,7 +284,7 @@ def make_app_tables(actors: Actors, *, accounts: int = 30, leads: int = 20, due_
                     " FROM generate_series(1, %s) g", [due_leads, leads])
 
 
-LEADS_RULE = ("SELECT pgretention.create_entity_rule('leads', 'app.lead', 'id', '[{\"column\": \"created_at\"}]',"
+LEADS_RULE = ("SELECT pgretention.entity_rule_create('leads', 'app.lead', 'id', '[{\"column\": \"created_at\"}]',"
               " '2 years')")
 
 
@@ -293,7 +293,7 @@ def make_app_entities(actors: Actors, *, accounts: int = 30, leads: int = 20, du
     notice 30 days, dependant app.contact) and ``leads`` (2 years). Returns the rule ids."""
     make_app_tables(actors, accounts=accounts, leads=leads, due_leads=due_leads)
     db = actors.db
-    acc = db.one("SELECT pgretention.create_entity_rule('accounts', 'app.account', 'id', '[{\"column\": \"last_login_at\"}]',"
+    acc = db.one("SELECT pgretention.entity_rule_create('accounts', 'app.account', 'id', '[{\"column\": \"last_login_at\"}]',"
                  " '24 months', p_dependants => '[{\"table\": \"app.contact\", \"fk\": \"account_id\"}]',"
                  " p_notice_period => '30 days')")
     lead = db.one(LEADS_RULE)
@@ -314,7 +314,7 @@ def audit_ids(db: DB) -> list[int]:
 
 
 def verify_audit(db: DB) -> tuple[bool, str | None]:
-    row = db.all("SELECT ok, reason FROM pgretention.verify_audit()")[0]
+    row = db.all("SELECT ok, reason FROM pgretention.audit_verify()")[0]
     return bool(row[0]), row[1]
 
 

@@ -43,15 +43,15 @@ def test_h4_admin_purges_tables_it_has_no_privilege_on(actors: Actors, how: str)
     if how == "manage_table":
         make_ledger(actors, rows=100, days_ago=10)
         table, steps = "app.ledger", [
-            "SELECT pgretention.manage_table('app.ledger', 'at', '1 day', '{\"d\": {\"drop_after\": \"1 day\"}}')",
+            "SELECT pgretention.table_manage('app.ledger', 'at', '1 day', '{\"d\": {\"drop_after\": \"1 day\"}}')",
             "CALL pgretention.run(p_table => 'app.ledger')"]
     elif how == "entity_rule":
         make_app_tables(actors, leads=20, due_leads=10)
-        table, steps = "app.lead", [LEADS_RULE, "CALL pgretention.run_entities()"]
+        table, steps = "app.lead", [LEADS_RULE, "CALL pgretention.entity_run()"]
     elif how == "subject_table":
         make_app_tables(actors, leads=20)
         table, steps = "app.lead", [
-            "SELECT pgretention.register_subject_table('app.lead', '{\"email\": \"email\"}')",
+            "SELECT pgretention.subject_table_register('app.lead', '{\"email\": \"email\"}')",
             "SELECT pgretention.request_fulfil(pgretention.request_create('erasure', '{\"email\": [\"l1@x.nl\", \"l2@x.nl\"]}'))"]
     else:
         make_app_events(actors, rows=200, days=20)
@@ -108,7 +108,7 @@ def test_h7_adopt_strips_view_options(actors: Actors, step: str) -> None:
         if step == "adopt":
             out = attempt(adm, "CALL pgretention.adopt('app.events', 'at', '90 days', '1 day', p_key => 'local')")
         else:
-            out = attempt(adm, "SELECT pgretention.unadopt('app.events')")
+            out = attempt(adm, "SELECT pgretention.adopt_undo('app.events')")
     after = _view_options(actors)
     reads = _evil_reads(actors)
     assert after == options and not reads.startswith("returned"), \
@@ -127,9 +127,9 @@ def test_m5_unrestricted_view_bypasses_rls(actors: Actors) -> None:
         own.execute("ALTER TABLE app.newsletter ENABLE ROW LEVEL SECURITY;"
                     "CREATE POLICY own_tenant ON app.newsletter FOR SELECT USING (tenant = current_user)")
         own.execute(sql.SQL("GRANT USAGE ON SCHEMA app TO {0}; GRANT SELECT ON app.newsletter TO {0}").format(evil))
-    db.execute("SELECT pgretention.register_subject_table('app.newsletter', '{\"email\": \"email\"}')")
+    db.execute("SELECT pgretention.subject_table_register('app.newsletter', '{\"email\": \"email\"}')")
     with actors.connect("adm") as adm:
-        view = attempt(adm, "SELECT pgretention.create_unrestricted_view('app.newsletter')")
+        view = attempt(adm, "SELECT pgretention.restriction_view_create('app.newsletter')")
     if view.ok:  # as the docs intend: applications read the view
         db.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.SQL(view.rows[0][0]), evil))
     with actors.connect("evil") as conn:
@@ -147,7 +147,7 @@ def test_m6_mixed_sign_interval_drops_data_ahead_of_reference(actors: Actors) ->
     db = actors.db
     ref = "2026-03-15 12:00+00"
     with actors.connect("adm") as adm:
-        out = attempt(adm, "SELECT pgretention.create_table('public.mixed_iv', 'id int, at timestamptz', 'at', '1 week',"
+        out = attempt(adm, "SELECT pgretention.table_create('public.mixed_iv', 'id int, at timestamptz', 'at', '1 week',"
                            " '{\"d\": {\"drop_after\": \"1 mon -30 days 1 hour\"}}', p_start => '2026-03-02', p_premake => 2)")
     ahead = []
     if out.ok:
@@ -162,7 +162,7 @@ def test_l2_callers_search_path_clobbered(actors: Actors) -> None:
     ``SET search_path = app, public`` has ``"$user", public`` after ``create_table``."""
     with actors.connect("adm") as adm:
         adm.execute("SET search_path = app, public")
-        out = attempt(adm, "SELECT pgretention.create_table('public.clicks', 'id bigint, at timestamptz', 'at', '1 day',"
+        out = attempt(adm, "SELECT pgretention.table_create('public.clicks', 'id bigint, at timestamptz', 'at', '1 day',"
                            " '{\"d\": {\"drop_after\": \"30 days\"}}')")
         path = adm.execute("SHOW search_path").fetchone()
     assert path is not None and path[0] == "app, public", f"search_path is {path}; create_table {out}"
@@ -194,7 +194,7 @@ def test_l7_rollup_keeps_identifiers_forever(actors: Actors) -> None:
     db = actors.db
     make_cdr(db, months=8, rows=400, subject=True)
     with actors.connect("adm") as adm:
-        out = attempt(adm, "SELECT pgretention.add_rollup('public.cdr', 'bycaller', %s, %s, 1)",
+        out = attempt(adm, "SELECT pgretention.rollup_add('public.cdr', 'bycaller', %s, %s, 1)",
                       [Jsonb([{"column": "caller"}]), Jsonb({"calls": "count"})])
     with actors.connect("op") as op:
         run = attempt(op, "CALL pgretention.run()")  # expired eu partitions are rolled up, then dropped

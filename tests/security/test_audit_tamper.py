@@ -27,14 +27,14 @@ def call(key: str, args: str) -> sql.Composed:
 def some_history(actors: Actors) -> None:
     """A few ordinary audited actions of the admin."""
     with actors.connect("adm") as adm:
-        adm.execute("SELECT pgretention.set_setting('batch_size', '2000')")
+        adm.execute("SELECT pgretention.setting_set('batch_size', '2000')")
         adm.execute("SELECT pgretention.hold_release(pgretention.hold_set('fraud', 'POLICE-5', 'email', 'x@example.org'))")
-        adm.execute("SELECT pgretention.set_setting('batch_size', '5000')")
+        adm.execute("SELECT pgretention.setting_set('batch_size', '5000')")
 
 
 def auditor_verifies(actors: Actors) -> tuple[bool, str | None]:
     with actors.connect("aud") as aud:
-        rows = aud.execute("SELECT ok, reason FROM pgretention.verify_audit()").fetchall()
+        rows = aud.execute("SELECT ok, reason FROM pgretention.audit_verify()").fetchall()
     require(len(rows) == 1, "verify_audit answers the auditor")
     return bool(rows[0][0]), rows[0][1]
 
@@ -48,15 +48,15 @@ def test_h3_audit_log_wiped_and_still_verifies(actors: Actors, attacker: str) ->
     db = actors.db
     some_history(actors)
     if attacker != "adm":
-        db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+        db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     before = audit_ids(db)
     outs = []
     with actors.connect("adm" if attacker == "adm" else "op") as conn:
         outs.append(attempt(conn, "SELECT pgretention.audit_retention('2300-01-01')"))
         if attacker == "adm":
-            outs.append(attempt(conn, "SELECT pgretention.set_setting('allow_future_reference_time', 'on')"))
+            outs.append(attempt(conn, "SELECT pgretention.setting_set('allow_future_reference_time', 'on')"))
             outs.append(attempt(conn, "SELECT pgretention.audit_retention('2300-01-01')"))
-            outs.append(attempt(conn, "SELECT pgretention.set_setting('allow_future_reference_time', 'off')"))
+            outs.append(attempt(conn, "SELECT pgretention.setting_set('allow_future_reference_time', 'off')"))
     removed = sorted(set(before) - set(audit_ids(db)))
     ok, reason = auditor_verifies(actors)
     assert not removed or not ok, \

@@ -100,8 +100,8 @@ def test_h1_4_todays_partition_anonymised(actors: Actors) -> None:
     (anonymise_after 30 days): irreversible."""
     db = actors.db
     tid = make_sms_log(db, default_rows=0, anonymise_after="30 days")
-    db.execute("SELECT pgretention.anon_set_rule('public.sms_log', 'sender', 'pseudonym');"
-               "SELECT pgretention.anon_set_rule('public.sms_log', 'body', 'redact')")
+    db.execute("SELECT pgretention.anon_rule_set('public.sms_log', 'sender', 'pseudonym');"
+               "SELECT pgretention.anon_rule_set('public.sms_log', 'body', 'redact')")
     db.execute("INSERT INTO public.sms_log VALUES (1, now(), '+31612340001', 'see you at 8')")
     leaf = db.one("SELECT tableoid::regclass::text FROM public.sms_log WHERE id = 1")
     with actors.connect("op") as op:

@@ -41,10 +41,10 @@ def test_c3_table_owner_trigger_runs_as_superuser(actors: Actors, path: str) -> 
     # taking the table in is part of the scenario: refusing a table of another owner is one way to fix C3
     if path == "erasure":
         with actors.connect("adm") as adm:  # routine DPO work
-            taken = attempt(adm, "SELECT pgretention.register_subject_table('app.customer', '{\"phone\": \"phone\"}')")
+            taken = attempt(adm, "SELECT pgretention.subject_table_register('app.customer', '{\"phone\": \"phone\"}')")
     else:
         with db.connect() as installer_role:
-            taken = attempt(installer_role, "SELECT pgretention.create_entity_rule('customers', 'app.customer', 'id',"
+            taken = attempt(installer_role, "SELECT pgretention.entity_rule_create('customers', 'app.customer', 'id',"
                                             " '[{\"column\": \"last_seen\"}]', '2 years')")
     with actors.connect("appowner") as own:  # afterwards, on its own table
         own.execute("CREATE FUNCTION app.audit_delete() RETURNS trigger LANGUAGE plpgsql AS $f$"
@@ -56,7 +56,7 @@ def test_c3_table_owner_trigger_runs_as_superuser(actors: Actors, path: str) -> 
             out = attempt(op, "SELECT pgretention.request_fulfil(pgretention.request_create('erasure', %s))",
                           [Jsonb({"phone": "+31612349999"})])
         else:
-            out = attempt(op, "CALL pgretention.run_entities()")
+            out = attempt(op, "CALL pgretention.entity_run()")
     assert actors.superusers() == [], f"table owner became superuser; taken in: {taken}; {path} {out}"
 
 
@@ -94,7 +94,7 @@ def test_m3_renamed_subject_column_stops_every_engine(actors: Actors) -> None:
     classes = {"eu": {"drop_after": "6 months", "members": ["NL", "DE"]}, "sms": {"drop_after": "13 months", "members": ["SMS"]},
                "intl": {"drop_after": "24 months", "anonymise_after": "1 month"}}
     make_cdr(db, months=3, classes=classes, subject=True)
-    db.execute("SELECT pgretention.anon_set_rule('public.cdr', 'caller', 'pseudonym')")
+    db.execute("SELECT pgretention.anon_rule_set('public.cdr', 'caller', 'pseudonym')")
     db.execute("SELECT pgretention.hold_set('fraud investigation', 'COURT-1', 'phone', %s)", [phone(5)])
     make_app_entities(actors, due_leads=11)
     give_table(db, "public.cdr", actors["appowner"])
@@ -118,7 +118,7 @@ def test_m3_dropped_subject_table_blocks_every_request(actors: Actors) -> None:
     with actors.connect("appowner") as own:
         own.execute("CREATE TABLE app.customer (id int PRIMARY KEY, phone text)")
         own.execute("INSERT INTO app.customer VALUES (1, %s)", [phone(7)])
-    db.execute("SELECT pgretention.register_subject_table('app.customer', '{\"phone\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('app.customer', '{\"phone\": \"phone\"}')")
     before = db.one("SELECT count(*) FROM public.cdr WHERE %s IN (caller, callee)", [phone(7)])
     require(before > 0, "the cdr has rows of the number")
     with actors.connect("appowner") as own:
@@ -137,7 +137,7 @@ def test_m7_renamed_managed_table_silently_leaves_retention(actors: Actors) -> N
     (a finding about it, or a run that is not 'ok')."""
     db = actors.db
     make_ledger(actors, rows=100, days_ago=10)
-    db.execute("SELECT pgretention.manage_table('app.ledger', 'at', '1 day', '{\"d\": {\"drop_after\": \"1 day\"}}')")
+    db.execute("SELECT pgretention.table_manage('app.ledger', 'at', '1 day', '{\"d\": {\"drop_after\": \"1 day\"}}')")
     with actors.connect("appowner") as own:
         own.execute("ALTER TABLE app.ledger RENAME TO ledger_renamed")
     with actors.connect("op") as op:

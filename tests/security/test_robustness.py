@@ -29,14 +29,14 @@ def test_h5_entity_engine_ignores_legal_hold(actors: Actors, path: str) -> None:
     requests) is deleted by the entity engine's run (as the scheduler does) or by ``erase_entity``."""
     db = actors.db
     make_app_entities(actors, leads=20, due_leads=11)
-    db.execute("SELECT pgretention.register_subject_table('app.lead', '{\"email\": \"email\"}')")
+    db.execute("SELECT pgretention.subject_table_register('app.lead', '{\"email\": \"email\"}')")
     db.execute("SELECT pgretention.hold_set('fraud investigation', 'POLICE-5', 'email', 'l5@x.nl')")
     if path == "run_entities":
         with actors.connect("op") as op:
-            out = attempt(op, "CALL pgretention.run_entities(p_rule => 'leads')")
+            out = attempt(op, "CALL pgretention.entity_run(p_rule => 'leads')")
     else:
         with actors.connect("adm") as adm:
-            out = attempt(adm, "SELECT pgretention.erase_entity('leads', '5')")
+            out = attempt(adm, "SELECT pgretention.entity_erase('leads', '5')")
     assert db.one("SELECT count(*) FROM app.lead WHERE email = 'l5@x.nl'") == 1, f"held lead deleted; {path} {out}"
 
 
@@ -60,7 +60,7 @@ def test_h6_erasure_misses_rows_and_reports_fulfilled(actors: Actors, kind: str)
         own.execute(sql.SQL("CREATE TABLE app.subject_data (id int PRIMARY KEY, ident {}, note text)").format(sql.SQL(typ)))
         for i, v in enumerate(stored):
             own.execute(sql.SQL("INSERT INTO app.subject_data VALUES (%s, %s::{}, 'x')").format(sql.SQL(typ)), [i, v])
-    db.execute("SELECT pgretention.register_subject_table('app.subject_data', %s)", [Jsonb({"ident": kind})])
+    db.execute("SELECT pgretention.subject_table_register('app.subject_data', %s)", [Jsonb({"ident": kind})])
     with actors.connect("op") as op:
         out = attempt(op, "SELECT pgretention.request_fulfil(pgretention.request_create('erasure', %s))",
                       [Jsonb({kind: asked})])
@@ -77,7 +77,7 @@ def test_h6_hold_misses_differently_formatted_number(actors: Actors) -> None:
     with actors.connect("appowner") as own:
         own.execute("CREATE TABLE app.customer (id int PRIMARY KEY, phone text, email text)")
         own.execute("INSERT INTO app.customer VALUES (1, '0031612345678', 'x@example.org')")
-    db.execute("SELECT pgretention.register_subject_table('app.customer', '{\"phone\": \"phone\", \"email\": \"email\"}')")
+    db.execute("SELECT pgretention.subject_table_register('app.customer', '{\"phone\": \"phone\", \"email\": \"email\"}')")
     db.execute("SELECT pgretention.hold_set('disclosure order', 'ORDER-17', 'phone', '+31612345678')")
     with actors.connect("op") as op:
         out = attempt(op, "SELECT pgretention.request_fulfil(pgretention.request_create('erasure', %s))",
@@ -92,12 +92,12 @@ def test_m4_future_dated_row_blocks_premaking(actors: Actors) -> None:
     batch (pg_partman re-raises the ATTACH error as P0001, the handler never fires) and every run
     fails until the row expires."""
     db = actors.db
-    db.execute("SELECT pgretention.create_table('public.clicks', 'id bigint, at timestamptz', 'at', '1 day',"
+    db.execute("SELECT pgretention.table_create('public.clicks', 'id bigint, at timestamptz', 'at', '1 day',"
                " '{\"d\": {\"drop_after\": \"13 months\"}}', p_premake => 2)")
     db.execute(sql.SQL("GRANT INSERT ON public.clicks TO {}").format(sql.Identifier(actors["evil"])))
     with actors.connect("evil") as evil:
         out = attempt(evil, "INSERT INTO public.clicks VALUES (1, date_trunc('day', now()) + interval '4 days 1 hour')")
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")  # simulate the days ahead
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")  # simulate the days ahead
     with db.connect() as cron:
         run = attempt(cron, "CALL pgretention.run(now() + interval '2 days')")
     day3 = db.one("SELECT (date_trunc('day', now()) + interval '3 days')::text")
@@ -124,7 +124,7 @@ def test_l4_bidi_override_in_table_name(actors: Actors) -> None:
     reads as ``tpng`` in audit records and reports."""
     db = actors.db
     with actors.connect("adm") as adm:
-        out = attempt(adm, "SELECT pgretention.create_table(%s, 'id int, at timestamptz', 'at', '1 day',"
+        out = attempt(adm, "SELECT pgretention.table_create(%s, 'id int, at timestamptz', 'at', '1 day',"
                            " '{\"d\": {\"drop_after\": \"30 days\"}}')", ["public.t\u202egnp"])
     made = db.all("SELECT relname::text FROM pg_class WHERE relname ~ '[\u202a-\u202e\u2066-\u2069\u200b-\u200f]'")
     assert made == [], f"created {made!r}; {out}"

@@ -57,7 +57,7 @@ def test_c1_admin_temp_view_shadows_pg_inherits(actors: Actors, schema: str) -> 
         adm.execute("CREATE FUNCTION pg_temp.pwn() RETURNS boolean LANGUAGE plpgsql AS $f$"
                     + payload("session_user") + "$f$")
         adm.execute("CREATE TEMP VIEW pg_inherits AS SELECT * FROM pg_catalog.pg_inherits WHERE pg_temp.pwn()")
-        out = attempt(adm, "SELECT pgretention.create_table(%s, 'id bigint, region text, at timestamptz',"
+        out = attempt(adm, "SELECT pgretention.table_create(%s, 'id bigint, region text, at timestamptz',"
                            " 'at', '1 day', %s, p_class_column => 'region', p_default_class => 'b')",
                       [f"{schema}.t_hijack4", Jsonb({"a": {"drop_after": "30 days", "members": ["X"]}, "b": {"drop_after": "60 days"}})])
     assert actors.superusers() == [], f"admin became superuser; attack {out}"
@@ -69,7 +69,7 @@ def test_c2_admin_reads_password_hashes(actors: Actors) -> None:
     through ``subject_rows``."""
     victims = [actors["aud"], actors["evil"]]
     with actors.connect("adm") as adm:
-        reg = attempt(adm, "SELECT pgretention.register_subject_table('pg_catalog.pg_authid', '{\"rolname\": \"account\"}')")
+        reg = attempt(adm, "SELECT pgretention.subject_table_register('pg_catalog.pg_authid', '{\"rolname\": \"account\"}')")
         out = attempt(adm, "SELECT row_data ->> 'rolname', row_data ->> 'rolpassword'"
                            " FROM pgretention.subject_rows(%s)", [Jsonb({"account": victims})])
     leaked = [r for r in out.rows if r[1]]
@@ -81,14 +81,14 @@ def test_c2_key_material_read_by_operator(actors: Actors) -> None:
     """C2: admin registers pgretention's key tables as subject tables; the operator then reads
     key material (field keys, the identifier hash key) through ``subject_rows``."""
     db = actors.db
-    db.execute("SELECT pgretention.encrypt_field('x', 'contacts')")  # creates the field key
+    db.execute("SELECT pgretention.field_encrypt('x', 'contacts')")  # creates the field key
     db.execute("SELECT pgretention.request_create('access', '{\"phone\": \"+31612340000\"}')")  # the hash key
     keys = [str(r[0]) for r in db.all("SELECT key FROM pgretention.field_key")]
     keys += [bytes(r[0]).hex() for r in db.all("SELECT key FROM pgretention.subject_hash_key")]
     require(len(keys) == 2, "a field key and the identifier hash key exist")
     with actors.connect("adm") as adm:
-        reg = [attempt(adm, "SELECT pgretention.register_subject_table('pgretention.field_key', '{\"purpose\": \"account\"}')"),
-               attempt(adm, "SELECT pgretention.register_subject_table('pgretention.subject_hash_key', '{\"id\": \"account\"}')")]
+        reg = [attempt(adm, "SELECT pgretention.subject_table_register('pgretention.field_key', '{\"purpose\": \"account\"}')"),
+               attempt(adm, "SELECT pgretention.subject_table_register('pgretention.subject_hash_key', '{\"id\": \"account\"}')")]
     with actors.connect("op") as op:
         out = attempt(op, "SELECT table_name, row_data::text FROM pgretention.subject_rows('{\"account\": [\"contacts\", \"1\"]}')")
     seen = [k[:12] for k in keys if any(k in r[1] for r in out.rows)]
@@ -101,7 +101,7 @@ def test_c2_admin_superuser_via_anonymising_erasure(actors: Actors) -> None:
     erasure request for its own role name is an UPDATE of pg_authid run as superuser."""
     adm_name = actors["adm"]
     with actors.connect("adm") as adm:
-        reg = attempt(adm, "SELECT pgretention.register_subject_table('pg_catalog.pg_authid', '{\"rolname\": \"account\"}',"
+        reg = attempt(adm, "SELECT pgretention.subject_table_register('pg_catalog.pg_authid', '{\"rolname\": \"account\"}',"
                            " p_erasure => 'anonymise', p_anonymise => %s)",
                       [Jsonb({"rolname": adm_name, "rolsuper": "true", "rolbypassrls": "true"})])
         out = attempt(adm, "SELECT pgretention.request_fulfil(pgretention.request_create('erasure', %s))",

@@ -25,7 +25,7 @@ def test_erasure_during_a_purge(installed: DB) -> None:
     db.execute("UPDATE cdr SET caller = %s WHERE id %% 5 = 0", [SUBJECT])
     db.execute("UPDATE cdr SET callee = %s WHERE id = 17", [HELD_SUBJECT])
     db.execute("VACUUM ANALYZE cdr")
-    db.execute("SELECT pgretention.register_subject_table('public.cdr', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
+    db.execute("SELECT pgretention.subject_table_register('public.cdr', '{\"caller\": \"phone\", \"callee\": \"phone\"}')")
     db.execute("SELECT pgretention.hold_set('disclosure order', 'ORDER-1', 'phone', %s)", [HELD_SUBJECT])
     hold_from = at - timedelta(hours=2)
     db.execute("SELECT pgretention.hold_set('regulator audit', 'REG-2', p_table => 'public.cdr', p_from => %s)", [hold_from])
@@ -95,4 +95,4 @@ def test_erasure_during_a_purge(installed: DB) -> None:
     assert db.one("SELECT count(*) FROM pg_inherits WHERE inhdetachpending") == 0
     assert db.one("SELECT count(*) FROM pgretention.audit_log WHERE action = 'request.erasure'") == 1
     assert db.one("SELECT count(*) FROM pgretention.audit_log WHERE action = 'partition.drop'") == len(expired)
-    assert db.one("SELECT ok FROM pgretention.verify_audit()") is True
+    assert db.one("SELECT ok FROM pgretention.audit_verify()") is True

@@ -22,22 +22,22 @@ BOB = "+31687654321"
 def telco(installed: DB) -> DB:
     """A CDR table (daily partitions, 30 days), accounts, and invoices kept 10 years for tax law."""
     db = installed
-    db.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     start = datetime.now(UTC) - timedelta(days=12)
     db.execute(
-        "SELECT pgretention.create_table('public.cdr', 'id bigint, tenant text, started_at timestamptz,"
+        "SELECT pgretention.table_create('public.cdr', 'id bigint, tenant text, started_at timestamptz,"
         " caller text, callee text, duration int', 'started_at', '1 day', %s, p_start => %s)",
         [Jsonb({"all": {"drop_after": "30 days"}}), start],
     )
     db.execute(
         "CREATE TABLE accounts (id bigint PRIMARY KEY, email text NOT NULL, phone text, tenant text);"
         "CREATE TABLE invoices (id bigint PRIMARY KEY, account_email text NOT NULL, name text, amount numeric NOT NULL);"
-        "SELECT pgretention.register_tenant('acme');"
-        "SELECT pgretention.register_subject_table('public.cdr', '{\"caller\": \"phone\", \"callee\": \"phone\"}',"
+        "SELECT pgretention.tenant_register('acme');"
+        "SELECT pgretention.subject_table_register('public.cdr', '{\"caller\": \"phone\", \"callee\": \"phone\"}',"
         " p_tenant_column => 'tenant');"
-        "SELECT pgretention.register_subject_table('public.accounts', '{\"email\": \"email\", \"phone\": \"phone\"}',"
+        "SELECT pgretention.subject_table_register('public.accounts', '{\"email\": \"email\", \"phone\": \"phone\"}',"
         " p_tenant_column => 'tenant');"
-        "SELECT pgretention.register_subject_table('public.invoices', '{\"account_email\": \"email\"}',"
+        "SELECT pgretention.subject_table_register('public.invoices', '{\"account_email\": \"email\"}',"
         " p_erasure => 'anonymise', p_anonymise => '{\"name\": null}', p_note => 'tax law: 10 years');"
     )
     # 12 days of calls: alice calls bob and others; others call alice; strangers call each other
@@ -157,7 +157,7 @@ def test_table_hold_keeps_whole_partitions(telco: DB) -> None:
 
 
 def test_restriction_view_and_lift(telco: DB) -> None:
-    view = telco.one("SELECT pgretention.create_unrestricted_view('public.cdr')")
+    view = telco.one("SELECT pgretention.restriction_view_create('public.cdr')")
     assert view == "public.cdr_unrestricted"
     before = telco.one("SELECT count(*) FROM cdr_unrestricted")
     rid = telco.one("SELECT pgretention.request_create('restriction', %s)", [Jsonb({"phone": [ALICE]})])
@@ -174,13 +174,13 @@ def test_due_dates_extensions_and_overdue(telco: DB) -> None:
     rid = telco.one("SELECT pgretention.request_create('access', %s, p_received => %s)",
                     [Jsonb({"email": ["bob@example.org"]}), received])
     assert telco.one("SELECT due_at FROM pgretention.subject_request WHERE id = %s", [rid]) == datetime(2026, 2, 28, 9, tzinfo=UTC)
-    assert telco.one("SELECT count(*) FROM pgretention.overdue_requests_at('2026-02-28 08:00')") == 0
-    assert telco.one("SELECT count(*) FROM pgretention.overdue_requests_at('2026-03-01')") == 1
+    assert telco.one("SELECT count(*) FROM pgretention.request_overdue('2026-02-28 08:00')") == 0
+    assert telco.one("SELECT count(*) FROM pgretention.request_overdue('2026-03-01')") == 1
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="beyond two months"):
         telco.execute("SELECT pgretention.request_extend(%s, '2026-05-01', 'complex request')", [rid])
     telco.execute("SELECT pgretention.request_extend(%s, '2026-04-28', 'many systems involved')", [rid])
-    assert telco.one("SELECT count(*) FROM pgretention.overdue_requests_at('2026-04-01')") == 0
-    assert telco.one("SELECT count(*) FROM pgretention.overdue_requests_at('2026-04-29')") == 1
+    assert telco.one("SELECT count(*) FROM pgretention.request_overdue('2026-04-01')") == 0
+    assert telco.one("SELECT count(*) FROM pgretention.request_overdue('2026-04-29')") == 1
     assert telco.one("SELECT count(*) FROM pgretention.overdue_requests") == 1  # today is long past
 
 
@@ -192,8 +192,8 @@ BAD = [
     ("SELECT pgretention.request_create('erasure', '{\"phone\": [\"+31612345678\"]}', 'nosuch')", "unknown tenant"),
     ("SELECT pgretention.request_create('forget', '{\"phone\": [\"+31612345678\"]}')", "unknown request kind"),
     ("SELECT pgretention.hold_set('', 'X', 'phone', '+31612345678')", "needs a reason and a reference"),
-    ("SELECT pgretention.register_subject_table('public.cdr', '{\"nosuch\": \"phone\"}')", "column nosuch does not exist"),
-    ("SELECT pgretention.register_subject_table('public.cdr', '{\"caller\": \"fax\"}')", "unknown identifier kind"),
+    ("SELECT pgretention.subject_table_register('public.cdr', '{\"nosuch\": \"phone\"}')", "column nosuch does not exist"),
+    ("SELECT pgretention.subject_table_register('public.cdr', '{\"caller\": \"fax\"}')", "unknown identifier kind"),
 ]
 
 

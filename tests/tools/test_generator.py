@@ -105,7 +105,7 @@ def test_sms_email_and_same_rows_for_same_seed(db: DB) -> None:
 def test_cli_generate_into_managed_table(installed: DB) -> None:
     today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     installed.execute(
-        "SELECT pgretention.create_table('public.cdr', %s, 'started_at', '1 day',"
+        "SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day',"
         " '{\"eu\": {\"drop_after\": \"6 months\", \"members\": [\"NL\", \"DE\"]},"
         "   \"intl\": {\"drop_after\": \"24 months\"}}', p_class_column => 'region', p_default_class => 'intl',"
         " p_start => %s)", [g.CDR_COLUMNS, today - timedelta(days=3)])

@@ -19,7 +19,7 @@ TODAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microseco
 
 
 def _create(db: DB, start: datetime, classes: str = CLASSES, premake: int = 4) -> None:
-    db.execute("SELECT pgretention.create_table('public.cdr', %s, 'started_at', '1 day', %s::jsonb,"
+    db.execute("SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day', %s::jsonb,"
                " p_class_column => 'region', p_default_class => 'intl', p_start => %s, p_premake => %s)",
                [g.CDR_COLUMNS, classes, start, premake])
 
@@ -63,7 +63,7 @@ def test_arithmetic_from_given_rates(installed: DB) -> None:
     assert {k[0] for k, r in rows.items() if r["recommended"]} == {"eu"}
     assert not any(r["table_choice"] for r in rows.values())
     # a longer gap between runs: more partitions per run with short intervals, longer overshoot
-    installed.execute("SELECT pgretention.set_setting('schedule_max_gap', '1 day')")
+    installed.execute("SELECT pgretention.setting_set('schedule_max_gap', '1 day')")
     rows = _tune(installed, 48_000_000, 200, "3 days")
     assert rows[("eu", "6:00:00")]["drops_per_run"] == 4
     assert rows[("eu", "1 day, 0:00:00")]["worst_case_overshoot"] == timedelta(days=2)
@@ -88,7 +88,7 @@ def test_observed_rates_and_refusals(installed: DB) -> None:
     with pytest.raises(psycopg.errors.UndefinedTable, match="public.nope is not managed"):
         installed.execute("SELECT * FROM pgretention.tune('public.nope')")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="shorter than 1 hour"):
-        installed.execute("SELECT pgretention.set_partition_interval('public.cdr', '30 minutes')")
+        installed.execute("SELECT pgretention.table_set_interval('public.cdr', '30 minutes')")
     res = installed.cli("tune", "public.nope")
     assert res.returncode != 0 and "public.nope" in res.stderr
     # the operator reads the advice; only the admin applies it
@@ -96,9 +96,9 @@ def test_observed_rates_and_refusals(installed: DB) -> None:
         conn.execute("SET ROLE pgretention_operator")
         assert conn.execute("SELECT count(*) FROM pgretention.tune('public.cdr')").fetchone() == (10,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("SELECT pgretention.set_partition_interval('public.cdr', '1 week')")
+            conn.execute("SELECT pgretention.table_set_interval('public.cdr', '1 week')")
         conn.execute("RESET ROLE; SET ROLE pgretention_admin")
-        assert conn.execute("SELECT pgretention.set_partition_interval('public.cdr', '1 week')").fetchone()[0][
+        assert conn.execute("SELECT pgretention.table_set_interval('public.cdr', '1 week')").fetchone()[0][
             "changed"] is True
 
 
@@ -129,7 +129,7 @@ def test_apply_changes_future_partitions_only(installed: DB) -> None:
     assert {c: _leaves(installed, c) for c in ("eu", "intl")} == before
     anchor = before["eu"][-1][1]
     # runs later on: new partitions continue from the last daily one, 6 hours each
-    installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     ref = anchor - timedelta(hours=13)
     installed.execute("CALL pgretention.run(p_now => %s, p_table => 'public.cdr')", [ref])
     assert installed.one("SELECT status FROM pgretention.job_run ORDER BY id DESC LIMIT 1") == "ok"
@@ -169,7 +169,7 @@ def test_premake_at_an_unaligned_time_continues_the_grid(installed: DB) -> None:
     partition from 05:13 (leaving 00:00-05:13 to the default partition) but continue at midnight."""
     _create(installed, TODAY, classes='{"eu": {"drop_after": "30 days", "members": ["NL"]},'
                                       ' "intl": {"drop_after": "30 days"}}')
-    installed.execute("SELECT pgretention.set_setting('allow_future_reference_time', 'on')")
+    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     last = _leaves(installed, "eu")[-1][1]
     for ref in (last - timedelta(days=3, hours=18, minutes=47), last + timedelta(days=2, hours=5, minutes=13)):
         installed.execute("CALL pgretention.run(p_now => %s, p_table => 'public.cdr')", [ref])
