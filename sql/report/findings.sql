@@ -12,7 +12,7 @@
 -- add a check of their own in the schema without touching pgretention's files, and a new engine's
 -- check is reported from the release that adds it. The installer never drops a report_check_*
 -- function it did not create (cleanup.sql). One more check, the pg_cron schedule, is made in
--- Python (pgretention/report.py): pg_cron may live in another database.
+-- Python (pgretention/report/collect.py): pg_cron may live in another database.
 
 -- Every finding of every check function (pgretention.report_check_*), violations first. A check
 -- that fails does not stop the report: it becomes a warning naming the check and the error.

@@ -190,7 +190,7 @@ AS $$
 $$;
 
 -- The sections of the report. Every engine is always installed, so every section is available;
--- kept because the Python report (pgretention/report.py) still asks before it reads one.
+-- kept because the Python report (pgretention/report/collect.py) still asks before it reads one.
 CREATE OR REPLACE FUNCTION pgretention.report_sections()
 RETURNS TABLE (section text, available boolean)
 LANGUAGE sql STABLE
