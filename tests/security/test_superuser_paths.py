@@ -78,19 +78,21 @@ def test_c2_admin_reads_password_hashes(actors: Actors) -> None:
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="C2: fixed by issue 17")
 def test_c2_key_material_read_by_operator(actors: Actors) -> None:
-    """C2: admin registers pgretention's key tables as subject tables; the operator then reads
-    key material (field keys, the identifier hash key) through ``subject_rows``."""
+    """C2: admin registers pgretention's key store (and the old field_key view) as subject tables;
+    the operator then reads key material (field keys, the identifier hash key) through
+    ``subject_rows``."""
     db = actors.db
     db.execute("SELECT pgretention.field_encrypt('x', 'contacts')")  # creates the field key
     db.execute("SELECT pgretention.request_create('access', '{\"phone\": \"+31612340000\"}')")  # the hash key
     keys = [str(r[0]) for r in db.all("SELECT key FROM pgretention.field_key")]
-    keys += [bytes(r[0]).hex() for r in db.all("SELECT key FROM pgretention.subject_hash_key")]
-    require(len(keys) == 2, "a field key and the identifier hash key exist")
+    keys += [bytes(r[0]).hex() for r in db.all("SELECT key FROM pgretention.keyring")]
+    require(len(keys) >= 3, "a field key (also as base64) and the identifier hash key exist")
     with actors.connect("adm") as adm:
         reg = [attempt(adm, "SELECT pgretention.subject_table_register('pgretention.field_key', '{\"purpose\": \"account\"}')"),
-               attempt(adm, "SELECT pgretention.subject_table_register('pgretention.subject_hash_key', '{\"id\": \"account\"}')")]
+               attempt(adm, "SELECT pgretention.subject_table_register('pgretention.keyring', '{\"purpose\": \"account\"}')")]
     with actors.connect("op") as op:
-        out = attempt(op, "SELECT table_name, row_data::text FROM pgretention.subject_rows('{\"account\": [\"contacts\", \"1\"]}')")
+        out = attempt(op, "SELECT table_name, row_data::text FROM pgretention.subject_rows("
+                          "'{\"account\": [\"contacts\", \"field:contacts\", \"subject\"]}')")
     seen = [k[:12] for k in keys if any(k in r[1] for r in out.rows)]
     assert seen == [], f"operator read key material {seen} (register {[str(r) for r in reg]})"
 
