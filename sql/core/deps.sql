@@ -55,6 +55,9 @@ BEGIN
                                           ELSE p_args ->> v_key END,
                                      format_type(v_proc.proargtypes[v_idx - 1], NULL));
     END LOOP;
+    -- pg_partman runs with search_path = <its schema>, pg_temp, <ours>: a temporary view or domain
+    -- of this session would be found before pg_catalog's, with the rights of pgretention's owner
+    PERFORM pgretention._require_no_temp_objects(format('calling pg_partman %s', p_func));
     BEGIN
         EXECUTE format('SELECT %I.%I(%s)::text', v_schema, p_func, array_to_string(v_parts, ', ')) INTO v_result;
     EXCEPTION WHEN raise_exception THEN

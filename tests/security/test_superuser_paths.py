@@ -22,7 +22,6 @@ def fn(key: str) -> sql.Identifier:
     return sql.Identifier(*INTERNAL[key])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="C1: fixed by issue 17")
 @pytest.mark.parametrize("entry", ["premake_helper", "run"])
 def test_c1_operator_temp_domain_in_partman_call(actors: Actors, entry: str) -> None:
     """C1: operator -> superuser via a temporary domain inside pg_partman calls.
@@ -45,7 +44,6 @@ def test_c1_operator_temp_domain_in_partman_call(actors: Actors, entry: str) -> 
     assert actors.superusers() == [], f"operator became superuser; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="C1: fixed by issue 17")
 @pytest.mark.parametrize("schema", ["public", "admin_schema"])
 def test_c1_admin_temp_view_shadows_pg_inherits(actors: Actors, schema: str) -> None:
     """C1: admin -> superuser via a temporary view ``pg_inherits`` read by pg_partman's
