@@ -145,11 +145,12 @@ BEGIN
     PERFORM pgretention._set_lock_timeout();
     BEGIN
         WHILE v_from < v_blocks AND v_total < p_batch LOOP
-            EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT t.ctid FROM %s t WHERE t.ctid >= %L::tid'
-                           ' AND t.ctid < %L::tid AND t.%I < %s AND NOT (%s) LIMIT %s))',
-                           v_hist, v_hist, format('(%s,0)', v_from), format('(%s,0)', v_from + v_step), t.time_column,
-                           pgretention._typed_literal(v_cutoff, t.time_type, t.time_zone), v_hold, p_batch - v_total);
-            GET DIAGNOSTICS v_n = ROW_COUNT;
+            -- the owner's rows, with the owner's rights (sql/core/exec.sql)
+            v_n := pgretention._as_owner(v_hist, format(
+                'DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT t.ctid FROM %s t WHERE t.ctid >= %L::tid'
+                ' AND t.ctid < %L::tid AND t.%I < %s AND NOT (%s) LIMIT %s))',
+                v_hist, v_hist, format('(%s,0)', v_from), format('(%s,0)', v_from + v_step), t.time_column,
+                pgretention._typed_literal(v_cutoff, t.time_type, t.time_zone), v_hold, p_batch - v_total));
             v_total := v_total + v_n;
             IF v_total < p_batch THEN
                 v_from := v_from + v_step;  -- this block range has no expired row left
@@ -244,8 +245,9 @@ BEGIN
     -- rows written since the cut-over (and any other partition) into the plain table
     SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols FROM pg_attribute a
     WHERE a.attrelid = v_rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
-    EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s', v_hist, v_cols, v_cols, v_qual);
-    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    -- with the owner's rights: the plain table's defaults, domains and triggers are the owner's code
+    v_moved := pgretention._as_owner(v_rel, format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s',
+                                                   v_hist, v_cols, v_cols, v_qual));
     -- sequences and identity back to the plain table
     FOR r IN SELECT s.oid::regclass AS seq, a.attname FROM pg_depend dp
              JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'

@@ -63,8 +63,8 @@ BEGIN
         CONTINUE WHEN EXISTS (SELECT FROM pgretention.retention_class h
                               WHERE h.table_id = p_table_id AND (h.class_name = p_class OR t.layout = 'time')
                                 AND pgretention._leaf_held(p_table_id, h.class_name, l.lower_abs, l.upper_abs, p_now));
-        EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE %s)', l.leaf,
-                       pgretention._hold_predicate(t.table_schema, t.table_name, p_now, true)) INTO v_held;
+        v_held := pgretention._as_owner_value(l.leaf, format('SELECT pg_catalog.to_jsonb(EXISTS (SELECT FROM %s t WHERE %s))',
+                       l.leaf, pgretention._hold_predicate(t.table_schema, t.table_name, p_now, true)))::boolean;
         CONTINUE WHEN v_held;
         leaf := l.leaf; leaf_schema := l.leaf_schema; leaf_name := l.leaf_name; range_from := l.range_from;
         range_to := l.range_to; lower_abs := l.lower_abs; upper_abs := l.upper_abs;
@@ -91,10 +91,15 @@ BEGIN
         RAISE EXCEPTION 'partition %.% is being anonymised: % refused, retry after the rewrite',
             o.partition_schema, o.partition_name, TG_OP USING ERRCODE = 'object_in_use';
     END IF;
-    EXECUTE format('INSERT INTO %I.%I SELECT %s FROM (SELECT ($1).*) t', o.partition_schema, o.copy_name,
-                   pgretention._anon_select_list(o.table_id, '$2', NULL, pgretention._class_filter(o.table_id, o.class_name)))
-        USING NEW, pgretention._anon_keys(pgretention._to_abs(o.range_from, t.time_type, t.time_zone),
-                                          pgretention._to_abs(o.range_to, t.time_type, t.time_zone));
+    -- with the owner's rights (its column types and constraints are its code); the row and the keys
+    -- are the statement's parameter
+    PERFORM pgretention._as_owner(TG_RELID::regclass, format(
+        'INSERT INTO %I.%I SELECT %s FROM pg_catalog.jsonb_populate_record(NULL::%s, ($1[2])::jsonb) t',
+        o.partition_schema, o.copy_name,
+        pgretention._anon_select_list(o.table_id, '($1[1])::jsonb', NULL, pgretention._class_filter(o.table_id, o.class_name)),
+        TG_RELID::regclass),
+        ARRAY[pgretention._anon_keys(pgretention._to_abs(o.range_from, t.time_type, t.time_zone),
+                                     pgretention._to_abs(o.range_to, t.time_type, t.time_zone))::text, to_jsonb(NEW)::text]);
     RETURN NULL;
 END
 $$;
@@ -130,6 +135,9 @@ BEGIN
     BEGIN
         EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE'
                        ' INCLUDING COMMENTS INCLUDING GENERATED)', l.leaf_schema, v_copy, p_leaf);
+        -- the copy is the owner's: its rows are written with the owner's rights
+        EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', l.leaf_schema, v_copy,
+                       pg_get_userbyid(pgretention._rel_owner(p_leaf)));
         EXECUTE format('CREATE TRIGGER pgr_anon_capture BEFORE INSERT OR UPDATE OR DELETE ON %s'
                        ' FOR EACH ROW EXECUTE FUNCTION pgretention._anon_capture(%L)', p_leaf, v_id);
     EXCEPTION WHEN lock_not_available THEN
@@ -200,15 +208,14 @@ BEGIN
                                      pgretention._to_abs(o.range_to, t.time_type, t.time_zone));
     IF (SELECT count(*) FROM jsonb_object_keys(v_keys)) = 1 THEN
         -- the whole partition lies in one epoch: one key for every row
-        EXECUTE format('INSERT INTO %s SELECT %s FROM %s t', v_copy,
-                       pgretention._anon_select_list(t.id, '$1', '$2', v_only), v_src)
-            USING v_keys, decode((SELECT value #>> '{}' FROM jsonb_each(v_keys)), 'hex');
+        v_n := pgretention._as_owner(v_orig, format('INSERT INTO %s SELECT %s FROM %s t', v_copy,
+                   pgretention._anon_select_list(t.id, '($1[1])::jsonb', 'decode($1[2], ''hex'')', v_only), v_src),
+            ARRAY[v_keys::text, (SELECT value #>> '{}' FROM jsonb_each(v_keys))]);
     ELSE
-        EXECUTE format('INSERT INTO %s SELECT %s FROM %s t', v_copy,
-                       pgretention._anon_select_list(t.id, '$1', NULL, v_only), v_src)
-            USING v_keys;
+        v_n := pgretention._as_owner(v_orig, format('INSERT INTO %s SELECT %s FROM %s t', v_copy,
+                   pgretention._anon_select_list(t.id, '($1[1])::jsonb', NULL, v_only), v_src),
+            ARRAY[v_keys::text]);
     END IF;
-    GET DIAGNOSTICS v_n = ROW_COUNT;
     FOR v_idx IN SELECT i.indisunique, substring(pg_get_indexdef(i.indexrelid) FROM ' USING (.*)$') AS body
                  FROM pg_index i WHERE i.indrelid = v_orig LOOP
         EXECUTE format('CREATE %sINDEX ON %s USING %s', CASE WHEN v_idx.indisunique THEN 'UNIQUE ' ELSE '' END,
@@ -263,6 +270,8 @@ BEGIN
             EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE'
                            ' INCLUDING COMMENTS INCLUDING GENERATED)', o.partition_schema, o.copy_name,
                            o.partition_schema, o.partition_name);
+            EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', o.partition_schema, o.copy_name,
+                           pg_get_userbyid(pgretention._rel_owner(v_parent::regclass)));
             EXECUTE 'SELECT create_distributed_table($1, $2, colocate_with => $3)'
                 USING format('%I.%I', o.partition_schema, o.copy_name),
                       pgretention._distribution_column(v_parent::regclass), v_parent;

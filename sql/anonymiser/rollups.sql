@@ -106,6 +106,9 @@ BEGIN
                    ' %s, count(*) AS group_rows FROM %s t GROUP BY %s WITH NO DATA', t.table_schema, v_target,
                    (SELECT string_agg(format('%s AS %I', x, a), ', ') FROM unnest(p.groups, p.aliases) AS u(x, a)),
                    array_to_string(p.measures, ', '), v_qual, array_to_string(p.groups, ', '));
+    -- the roll-up table is the table owner's: groups are written with the owner's rights
+    EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', t.table_schema, v_target,
+                   pg_get_userbyid(pgretention._rel_owner(v_qual::regclass)));
     PERFORM pgretention._audit('rollup.add', v_qual, jsonb_build_object('rollup', p_name, 'group_by', p_group_by,
         'measures', p_measures, 'min_group_size', p_min_group_size));
     RETURN format('%I.%I', t.table_schema, v_target);
@@ -126,24 +129,30 @@ DECLARE
     v_total bigint := 0;
     v_sup_groups bigint;
     v_sup_rows bigint;
+    v_counts jsonb;
 BEGIN
     FOR r IN SELECT * FROM pgretention.rollup x WHERE x.table_id = p_table_id
              AND NOT EXISTS (SELECT FROM pgretention.rollup_done d WHERE d.rollup_id = x.id AND d.class_name = p_class
                              AND d.range_from = p_from) LOOP
         p := pgretention._rollup_parts(r.id);
-        EXECUTE format('CREATE TEMP TABLE pgr_rollup_groups ON COMMIT DROP AS SELECT %L::text AS class_name,'
-                       ' %L::text AS period_from, %L::text AS period_to, %s, %s, count(*) AS group_rows FROM %s t'
-                       ' WHERE %s GROUP BY %s',
-                       p_class, p_from, p_to,
-                       (SELECT string_agg(format('%s AS %I', x, a), ', ') FROM unnest(p.groups, p.aliases) AS u(x, a)),
-                       array_to_string(p.measures, ', '), p_leaf, pgretention._class_filter(p_table_id, p_class),
-                       array_to_string(p.groups, ', '));
-        EXECUTE format('INSERT INTO %I.%I SELECT * FROM pg_temp.pgr_rollup_groups WHERE group_rows >= %s',
-                       r.target_schema, r.target_name, r.min_group_size);
-        GET DIAGNOSTICS v_written = ROW_COUNT;
-        EXECUTE format('SELECT count(*), coalesce(sum(group_rows), 0) FROM pg_temp.pgr_rollup_groups WHERE group_rows < %s',
-                       r.min_group_size) INTO v_sup_groups, v_sup_rows;
-        DROP TABLE pg_temp.pgr_rollup_groups;
+        -- one statement with the owner's rights (sql/core/exec.sql): group the partition's rows,
+        -- write the groups large enough, count the suppressed ones (no temporary table: pg_partman
+        -- is never called from a session that has one)
+        v_counts := pgretention._as_owner_value(p_leaf, format(
+            'WITH g AS MATERIALIZED (SELECT %L::text AS class_name, %L::text AS period_from, %L::text AS period_to,'
+            ' %s, %s, count(*) AS group_rows FROM %s t WHERE %s GROUP BY %s),'
+            ' w AS (INSERT INTO %I.%I SELECT * FROM g WHERE g.group_rows >= %s RETURNING 1)'
+            ' SELECT pg_catalog.jsonb_build_array((SELECT count(*) FROM w),'
+            ' (SELECT count(*) FROM g WHERE g.group_rows < %s),'
+            ' (SELECT coalesce(sum(g.group_rows), 0) FROM g WHERE g.group_rows < %s))',
+            p_class, p_from, p_to,
+            (SELECT string_agg(format('%s AS %I', x, a), ', ') FROM unnest(p.groups, p.aliases) AS u(x, a)),
+            array_to_string(p.measures, ', '), p_leaf, pgretention._class_filter(p_table_id, p_class),
+            array_to_string(p.groups, ', '), r.target_schema, r.target_name, r.min_group_size,
+            r.min_group_size, r.min_group_size));
+        v_written := (v_counts ->> 0)::bigint;
+        v_sup_groups := (v_counts ->> 1)::bigint;
+        v_sup_rows := (v_counts ->> 2)::bigint;
         INSERT INTO pgretention.rollup_done (rollup_id, class_name, range_from, range_to, groups, suppressed_groups, suppressed_rows)
         VALUES (r.id, p_class, p_from, p_to, v_written, v_sup_groups, v_sup_rows);
         v_total := v_total + v_written;

@@ -92,7 +92,8 @@ AS $$
 $$;
 
 -- The SELECT list that anonymises a row of the table (alias t); keys arrive as jsonb in p_keys_param
--- ({epoch: hex key}), so they never appear in statement text.
+-- ({epoch: hex key}), an expression over the statement's parameter, so they never appear in
+-- statement text. The list calls only built-in functions (and pgcrypto): it runs as the table's owner.
 -- p_only: a condition on the row; rows that fail it are copied unchanged (time-first layout: the
 -- rows of one class in a shared partition)
 CREATE OR REPLACE FUNCTION pgretention._anon_select_list(p_table_id int, p_keys_param text, p_single_key text DEFAULT NULL,
@@ -119,7 +120,10 @@ BEGIN
             WHEN 'keep' THEN format('t.%I', a.attname)
             WHEN 'pseudonym' THEN format('(''p'' || left(encode(%I.hmac(convert_to(t.%I::text, ''UTF8''),'
                 ' %s, ''sha256''), ''hex''), 24))::%s', v_crypto, a.attname,
-                coalesce(p_single_key, format('decode(%s ->> pgretention._anon_epoch(%s), ''hex'')', p_keys_param, v_abs)),
+                -- the epoch of the row (pgretention._anon_epoch, inline: the statement runs as the
+                -- table's owner, who cannot call pgretention's functions)
+                coalesce(p_single_key, format('decode(%s ->> to_char((%s) AT TIME ZONE ''UTC'', ''YYYY"q"Q''), ''hex'')',
+                                              p_keys_param, v_abs)),
                 a.typ)
             WHEN 'e164_prefix' THEN format('(CASE WHEN t.%I IS NULL THEN NULL ELSE left(t.%I::text, %s) END)::%s',
                 a.attname, a.attname, 1 + coalesce(a.param, '4')::int, a.typ)

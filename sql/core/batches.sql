@@ -39,13 +39,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF pgretention._is_distributed(p_rel) THEN
-        EXECUTE format('DELETE FROM %s t WHERE %s', p_rel, p_cond);
-        GET DIAGNOSTICS rows = ROW_COUNT;
+        rows := pgretention._as_owner(p_rel, format('DELETE FROM %s t WHERE %s', p_rel, p_cond));
         done := true;
     ELSE
-        EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE %s LIMIT %s))',
-                       p_rel, p_rel, p_cond, p_batch);
-        GET DIAGNOSTICS rows = ROW_COUNT;
+        rows := pgretention._as_owner(p_rel, format(
+            'DELETE FROM %s WHERE ctid = ANY (ARRAY(SELECT ctid FROM %s t WHERE %s LIMIT %s))',
+            p_rel, p_rel, p_cond, p_batch));
         done := rows < p_batch;
     END IF;
 END

@@ -19,12 +19,21 @@
 --   the ALTER OWNER, in the same transaction. Without either, the call fails naming the grant.
 -- * A table owned by the installing role itself needs no executor: the statement runs directly,
 --   which is the same rights.
+-- What goes through an executor: every statement that reads or writes rows of a user's table
+-- (DELETE, UPDATE, INSERT, TRUNCATE, SELECT of row data: to_jsonb and casts of the owner's types
+-- may run the owner's cast functions). DDL that runs none of the table's code stays direct: DETACH,
+-- DROP, SET SCHEMA, CREATE TABLE ... LIKE, ATTACH of a table whose rows pgretention wrote; index
+-- builds run as the table's owner by PostgreSQL itself (security-restricted).
+-- For a detached partition (no longer in the owner's tree) callers pass the managed table as
+-- p_rel: the rights are always those of the owner of the table the data belongs to.
 
 CREATE SCHEMA IF NOT EXISTS pgretention_exec;
 REVOKE ALL ON SCHEMA pgretention_exec FROM PUBLIC;
 
 -- The body of every executor. p_value: the statement returns one value (jsonb), returned as is;
--- otherwise the number of rows the statement processed is returned (as a jsonb number).
+-- otherwise the number of rows the statement processed is returned (as a jsonb number). p_args is
+-- the statement's one parameter ($1, a text array): values that must not appear in the statement's
+-- text (a key: statement texts show up in error contexts and logs).
 CREATE OR REPLACE FUNCTION pgretention._executor_body()
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -36,10 +45,10 @@ DECLARE
     v_rows bigint;
 BEGIN
     IF p_value THEN
-        EXECUTE p_sql INTO v_value;
+        EXECUTE p_sql INTO v_value USING p_args;
         RETURN v_value;
     END IF;
-    EXECUTE p_sql;
+    EXECUTE p_sql USING p_args;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
     RETURN pg_catalog.to_jsonb(v_rows);
 END
@@ -100,25 +109,30 @@ DECLARE
     v_me name := current_user;
     v_fn regprocedure;
     v_ok boolean;
+    v_found boolean := false;
     v_grant boolean;
 BEGIN
     IF v_owner IS NULL THEN
         RAISE EXCEPTION 'role % does not exist', p_owner USING ERRCODE = 'undefined_object';
     END IF;
-    SELECT p.oid::regprocedure,
-           p.proowner = p_owner AND p.prosecdef AND p.prosrc = pgretention._executor_body()
-           AND p.proconfig = ARRAY['search_path=pg_catalog, pg_temp'] AND p.prorettype = 'jsonb'::regtype
-           AND p.provolatile = 'v' AND p.prokind = 'f'
-      INTO v_fn, v_ok
-    FROM pg_catalog.pg_proc p
-    WHERE p.pronamespace = 'pgretention_exec'::regnamespace AND p.proname = v_name;
-    IF v_ok THEN
+    -- what pgretention wrote, and nothing else under that name (an earlier release's executor, one
+    -- altered or reassigned behind pgretention's back: the schema is the installing role's, it drops them)
+    FOR v_fn, v_ok IN
+        SELECT p.oid::regprocedure,
+               p.proowner = p_owner AND p.prosecdef AND p.prosrc = pgretention._executor_body()
+               AND p.proconfig = ARRAY['search_path=pg_catalog, pg_temp'] AND p.prorettype = 'jsonb'::regtype
+               AND p.proargtypes = '25 16 1009'::oidvector AND p.provolatile = 'v' AND p.prokind = 'f'
+        FROM pg_catalog.pg_proc p
+        WHERE p.pronamespace = 'pgretention_exec'::regnamespace AND p.proname = v_name
+    LOOP
+        IF v_ok THEN
+            v_found := true;
+        ELSE
+            EXECUTE pg_catalog.format('DROP FUNCTION %s', v_fn);
+        END IF;
+    END LOOP;
+    IF v_found THEN
         RETURN pg_catalog.format('pgretention_exec.%I', v_name);
-    END IF;
-    IF v_fn IS NOT NULL THEN
-        -- changed behind pgretention's back (reassigned, altered): the whole schema is the
-        -- installing role's, so it may drop it
-        EXECUTE pg_catalog.format('DROP FUNCTION %s', v_fn);
     END IF;
     IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = v_me)
        AND NOT pg_catalog.pg_has_role(v_me, p_owner, 'MEMBER') THEN
@@ -128,14 +142,14 @@ BEGIN
                   HINT = pg_catalog.format('GRANT %I TO %I', v_owner, v_me);
     END IF;
     EXECUTE pg_catalog.format(
-        'CREATE FUNCTION pgretention_exec.%I(p_sql text, p_value boolean) RETURNS jsonb LANGUAGE plpgsql'
+        'CREATE FUNCTION pgretention_exec.%I(p_sql text, p_value boolean, p_args text[]) RETURNS jsonb LANGUAGE plpgsql'
         ' VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS %L',
         v_name, pgretention._executor_body());
     v_grant := NOT pg_catalog.has_schema_privilege(p_owner, 'pgretention_exec', 'CREATE');
     IF v_grant THEN
         EXECUTE pg_catalog.format('GRANT CREATE ON SCHEMA pgretention_exec TO %I', v_owner);
     END IF;
-    EXECUTE pg_catalog.format('ALTER FUNCTION pgretention_exec.%I(text, boolean) OWNER TO %I', v_name, v_owner);
+    EXECUTE pg_catalog.format('ALTER FUNCTION pgretention_exec.%I(text, boolean, text[]) OWNER TO %I', v_name, v_owner);
     IF v_grant THEN
         EXECUTE pg_catalog.format('REVOKE CREATE ON SCHEMA pgretention_exec FROM %I', v_owner);
     END IF;
@@ -143,7 +157,9 @@ BEGIN
 END
 $$;
 
--- The role whose rights statements on p_rel run with: the owner of the relation.
+-- The role whose rights statements on p_rel run with: the owner of the table a partition belongs
+-- to (the root of its partition tree), so that a partition created by someone else (pg_partman
+-- creates them as its caller) never makes the owner's triggers run with other rights.
 CREATE OR REPLACE FUNCTION pgretention._rel_owner(p_rel regclass)
 RETURNS oid
 LANGUAGE plpgsql STABLE
@@ -152,7 +168,8 @@ AS $$
 DECLARE
     v_owner oid;
 BEGIN
-    SELECT c.relowner INTO v_owner FROM pg_catalog.pg_class c WHERE c.oid = p_rel;
+    SELECT c.relowner INTO v_owner FROM pg_catalog.pg_class c
+    WHERE c.oid = coalesce(pg_catalog.pg_partition_root(p_rel), p_rel);
     IF v_owner IS NULL THEN
         RAISE EXCEPTION 'relation % does not exist', p_rel USING ERRCODE = 'undefined_table';
     END IF;
@@ -161,7 +178,7 @@ END
 $$;
 
 -- Run p_sql with the rights of p_rel's owner; the number of rows it processed.
-CREATE OR REPLACE FUNCTION pgretention._as_owner(p_rel regclass, p_sql text)
+CREATE OR REPLACE FUNCTION pgretention._as_owner(p_rel regclass, p_sql text, p_args text[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -172,17 +189,18 @@ DECLARE
     v_result jsonb;
 BEGIN
     IF v_owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
-        EXECUTE p_sql;
+        EXECUTE p_sql USING p_args;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
         RETURN v_rows;
     END IF;
-    EXECUTE pg_catalog.format('SELECT %s($1, false)', pgretention._executor(v_owner)) INTO v_result USING p_sql;
+    EXECUTE pg_catalog.format('SELECT %s($1, false, $2)', pgretention._executor(v_owner)) INTO v_result
+        USING p_sql, p_args;
     RETURN (v_result #>> '{}')::bigint;
 END
 $$;
 
 -- Run p_sql, a statement returning one jsonb value, with the rights of p_rel's owner; that value.
-CREATE OR REPLACE FUNCTION pgretention._as_owner_value(p_rel regclass, p_sql text)
+CREATE OR REPLACE FUNCTION pgretention._as_owner_value(p_rel regclass, p_sql text, p_args text[] DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -192,10 +210,11 @@ DECLARE
     v_result jsonb;
 BEGIN
     IF v_owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
-        EXECUTE p_sql INTO v_result;
+        EXECUTE p_sql INTO v_result USING p_args;
         RETURN v_result;
     END IF;
-    EXECUTE pg_catalog.format('SELECT %s($1, true)', pgretention._executor(v_owner)) INTO v_result USING p_sql;
+    EXECUTE pg_catalog.format('SELECT %s($1, true, $2)', pgretention._executor(v_owner)) INTO v_result
+        USING p_sql, p_args;
     RETURN v_result;
 END
 $$;

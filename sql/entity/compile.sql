@@ -62,7 +62,8 @@ BEGIN
 END
 $$;
 
--- SET list of an anonymise rule; $5 is the hash key (purpose 'entity'). Replaced by the anonymiser's
+-- SET list of an anonymise rule; $1[1] is the hash key (purpose 'entity') in hex, the statement's
+-- parameter (never in its text). Replaced by the anonymiser's
 -- column rules later.
 CREATE OR REPLACE FUNCTION pgretention._entity_anonymise_sql(p_rule_id int)
 RETURNS text
@@ -81,7 +82,7 @@ BEGIN
         v_sets := v_sets || CASE v_def ->> 'action'
             WHEN 'null' THEN format('%I = NULL', v_col)
             WHEN 'constant' THEN format('%I = %L', v_col, v_def ->> 'value')
-            WHEN 'hash' THEN format('%1$I = encode(%2$I.hmac(convert_to(%1$I::text, ''UTF8''), $5, ''sha256''), ''hex'')',
+            WHEN 'hash' THEN format('%1$I = encode(%2$I.hmac(convert_to(%1$I::text, ''UTF8''), decode($1[1], ''hex''), ''sha256''), ''hex'')',
                                     v_col, v_crypto)
         END;
     END LOOP;

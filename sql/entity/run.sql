@@ -36,6 +36,8 @@ DECLARE
     v_horizon timestamptz;
     v_n bigint;
     v_before bigint;
+    v_rows jsonb;
+    v_keys text[];
 BEGIN
     SELECT * INTO v_rule FROM pgretention.entity_rule r WHERE r.id = p_rule_id FOR UPDATE;
     v_table := format('%I.%I', v_rule.table_schema, v_rule.table_name);
@@ -43,22 +45,28 @@ BEGIN
     DELETE FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id;
     -- candidates: rows that expire by p_now (or within the notice period)
     v_horizon := p_now - v_rule.period + coalesce(v_rule.notice_period, interval '0');
-    EXECUTE format(
-        'INSERT INTO pgretention.entity_work (rule_id, key, parent_key, expires_at)'
-        ' SELECT $1, x.k::text, x.p, x.a + $3 FROM (SELECT t.%1$I AS k, %2$s AS p, %3$s AS a FROM %4$s t WHERE %5$s) x'
-        ' WHERE x.a <= $2',
+    -- the owner's rows are read with the owner's rights (sql/core/exec.sql); the work set is ours
+    v_rows := pgretention._as_owner_value(v_table::regclass, format(
+        'SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(x.k::text, x.p, x.a))'
+        ' FROM (SELECT t.%1$I AS k, %2$s AS p, %3$s AS a FROM %4$s t WHERE %5$s) x WHERE x.a <= $1[1]::timestamptz',
         v_rule.key_column,
         CASE WHEN v_rule.parent_column IS NULL THEN 'NULL::text' ELSE format('t.%I::text', v_rule.parent_column) END,
-        pgretention._entity_activity_sql(p_rule_id), v_table, pgretention._entity_eligible_sql(p_rule_id))
-        USING p_rule_id, v_horizon, v_rule.period;
+        pgretention._entity_activity_sql(p_rule_id), v_table, pgretention._entity_eligible_sql(p_rule_id)),
+        ARRAY[v_horizon::text]);
+    INSERT INTO pgretention.entity_work (rule_id, key, parent_key, expires_at)
+    SELECT p_rule_id, e.value ->> 0, e.value ->> 1, (e.value ->> 2)::timestamptz + v_rule.period
+    FROM jsonb_array_elements(coalesce(v_rows, '[]')) e;
     -- hierarchy: a row stays a candidate only while every child row is a candidate too
     IF v_rule.parent_column IS NOT NULL THEN
         FOR i IN 1 .. 64 LOOP
-            EXECUTE format(
-                'DELETE FROM pgretention.entity_work w WHERE w.rule_id = $1 AND EXISTS ('
-                ' SELECT 1 FROM %1$s c WHERE c.%2$I = w.key::%4$s AND NOT EXISTS ('
-                '  SELECT 1 FROM pgretention.entity_work w2 WHERE w2.rule_id = $1 AND w2.key = c.%3$I::text))',
-                v_table, v_rule.parent_column, v_rule.key_column, v_rule.key_type) USING p_rule_id;
+            v_keys := ARRAY(SELECT w.key FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id);
+            -- candidates with a child that is not a candidate
+            v_rows := pgretention._as_owner_value(v_table::regclass, format(
+                'SELECT pg_catalog.jsonb_agg(DISTINCT c.%1$I::text) FROM %2$s c'
+                ' WHERE c.%1$I::text = ANY ($1) AND NOT (c.%3$I::text = ANY ($1))',
+                v_rule.parent_column, v_table, v_rule.key_column), v_keys);
+            DELETE FROM pgretention.entity_work w WHERE w.rule_id = p_rule_id
+                AND w.key IN (SELECT jsonb_array_elements_text(coalesce(v_rows, '[]')));
             GET DIAGNOSTICS v_n = ROW_COUNT;
             EXIT WHEN v_n = 0;
         END LOOP;
@@ -123,41 +131,46 @@ BEGIN
     IF picked = 0 THEN
         RETURN;
     END IF;
-    v_cond := format('%s <= $2 AND %s', pgretention._entity_activity_sql(p_rule_id),
-                     pgretention._entity_eligible_sql(p_rule_id));
+    -- every statement on the owner's tables runs with the owner's rights (sql/core/exec.sql) and
+    -- names none of pgretention's tables: what they need of ours comes as values
+    v_cond := format('%s <= %L::timestamptz AND %s', pgretention._entity_activity_sql(p_rule_id),
+                     p_now - v_rule.period, pgretention._entity_eligible_sql(p_rule_id));
     IF v_rule.parent_column IS NOT NULL AND v_rule.action = 'delete' THEN
         v_cond := v_cond || format(' AND NOT EXISTS (SELECT 1 FROM %s c WHERE c.%I = t.%I)',
                                    v_table, v_rule.parent_column, v_rule.key_column);
     END IF;
     IF v_rule.notice_period IS NOT NULL THEN
-        v_cond := v_cond || format(' AND EXISTS (SELECT 1 FROM pgretention.entity_notice n WHERE n.rule_id = $3'
-                                   ' AND n.key = t.%I::text AND n.first_listed_at <= $4)', v_rule.key_column);
+        v_cond := v_cond || format(' AND t.%I::text = ANY (%L::text[])', v_rule.key_column,
+            ARRAY(SELECT n.key FROM pgretention.entity_notice n WHERE n.rule_id = p_rule_id AND n.key = ANY (v_keys)
+                  AND n.first_listed_at <= p_now - v_rule.notice_period));
     END IF;
     BEGIN
         PERFORM pgretention._set_lock_timeout();
-        EXECUTE format('SELECT coalesce(array_agg(x.k::text), ''{}'') FROM (SELECT t.%1$I AS k FROM %2$s t'
-                       ' WHERE t.%1$I = ANY($1::%3$s[]) AND %4$s FOR UPDATE OF t SKIP LOCKED) x',
-                       v_rule.key_column, v_table, v_rule.key_type, v_cond)
-            USING v_keys, p_now - v_rule.period, p_rule_id, p_now - coalesce(v_rule.notice_period, interval '0')
-            INTO v_ok;
+        v_ok := ARRAY(SELECT jsonb_array_elements_text(pgretention._as_owner_value(v_table::regclass, format(
+            'SELECT pg_catalog.to_jsonb(coalesce(pg_catalog.array_agg(x.k::text), ''{}'')) FROM (SELECT t.%1$I AS k FROM %2$s t'
+            ' WHERE t.%1$I = ANY ($1::%3$s[]) AND %4$s FOR UPDATE OF t SKIP LOCKED) x',
+            v_rule.key_column, v_table, v_rule.key_type, v_cond), v_keys)));
         done := cardinality(v_ok);
         IF done > 0 THEN
             FOR v_dep IN SELECT value FROM jsonb_array_elements(v_rule.dependants) LOOP
                 v_name := pgretention._split_name(v_dep ->> 'table');
-                EXECUTE format('DELETE FROM %I.%I d WHERE d.%I = ANY($1::%s[])', v_name.schema_name, v_name.table_name,
-                               v_dep ->> 'fk', v_rule.key_type) USING v_ok;
-                GET DIAGNOSTICS v_n = ROW_COUNT;
+                v_n := pgretention._as_owner(format('%I.%I', v_name.schema_name, v_name.table_name)::regclass,
+                    format('DELETE FROM %I.%I d WHERE d.%I = ANY ($1::%s[])', v_name.schema_name, v_name.table_name,
+                           v_dep ->> 'fk', v_rule.key_type), v_ok);
                 v_deps := v_deps || jsonb_build_object(v_dep ->> 'table',
                                                        coalesce((v_deps ->> (v_dep ->> 'table'))::bigint, 0) + v_n);
                 v_dep_total := v_dep_total + v_n;
             END LOOP;
             IF v_rule.action = 'delete' THEN
-                EXECUTE format('DELETE FROM %s t WHERE t.%I = ANY($1::%s[])', v_table, v_rule.key_column, v_rule.key_type)
-                    USING v_ok;
+                PERFORM pgretention._as_owner(v_table::regclass,
+                    format('DELETE FROM %s t WHERE t.%I = ANY ($1::%s[])', v_table, v_rule.key_column, v_rule.key_type),
+                    v_ok);
             ELSE
-                EXECUTE format('UPDATE %s t SET %s WHERE t.%I = ANY($1::%s[])', v_table,
-                               pgretention._entity_anonymise_sql(p_rule_id), v_rule.key_column, v_rule.key_type)
-                    USING v_ok, NULL::int, NULL::int, NULL::int, pgretention._secret_key('entity');
+                -- the hash key is the statement's parameter, never in its text
+                PERFORM pgretention._as_owner(v_table::regclass,
+                    format('UPDATE %s t SET %s WHERE t.%I = ANY ($1[2:]::%s[])', v_table,
+                           pgretention._entity_anonymise_sql(p_rule_id), v_rule.key_column, v_rule.key_type),
+                    ARRAY[encode(pgretention._secret_key('entity'), 'hex')] || v_ok);
             END IF;
             DELETE FROM pgretention.entity_notice n WHERE n.rule_id = p_rule_id AND n.key = ANY(v_ok);
         END IF;

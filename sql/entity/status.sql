@@ -122,8 +122,10 @@ BEGIN
         RAISE EXCEPTION 'key of the row to erase from % must be given', v_table USING ERRCODE = 'invalid_parameter_value';
     END IF;
     BEGIN
-        EXECUTE format('SELECT true FROM %s t WHERE t.%I = $1::%s FOR UPDATE', v_table, v_rule.key_column, v_rule.key_type)
-            USING p_key INTO v_found;
+        -- the owner's rows, with the owner's rights (sql/core/exec.sql)
+        v_found := pgretention._as_owner_value(v_table::regclass,
+            format('SELECT pg_catalog.to_jsonb(true) FROM %s t WHERE t.%I = $1[1]::%s FOR UPDATE',
+                   v_table, v_rule.key_column, v_rule.key_type), ARRAY[p_key])::boolean;
     EXCEPTION WHEN data_exception THEN
         RAISE EXCEPTION 'invalid key for %: expected %', v_table, v_rule.key_type USING ERRCODE = 'invalid_parameter_value';
     END;
@@ -131,8 +133,9 @@ BEGIN
         RAISE EXCEPTION 'no row with that key in %', v_table USING ERRCODE = 'no_data_found';
     END IF;
     IF v_rule.parent_column IS NOT NULL THEN
-        EXECUTE format('SELECT count(*) FROM %s c WHERE c.%I = $1::%s', v_table, v_rule.parent_column, v_rule.key_type)
-            USING p_key INTO v_n;
+        v_n := pgretention._as_owner_value(v_table::regclass,
+            format('SELECT pg_catalog.to_jsonb(count(*)) FROM %s c WHERE c.%I = $1[1]::%s',
+                   v_table, v_rule.parent_column, v_rule.key_type), ARRAY[p_key])::bigint;
         IF v_n > 0 THEN
             RAISE EXCEPTION 'the row of % has % child rows (sub-accounts): erase or move them first', v_table, v_n
                 USING ERRCODE = 'dependent_objects_still_exist';
@@ -140,13 +143,14 @@ BEGIN
     END IF;
     FOR v_dep IN SELECT value FROM jsonb_array_elements(v_rule.dependants) LOOP
         v_name := pgretention._split_name(v_dep ->> 'table');
-        EXECUTE format('DELETE FROM %I.%I d WHERE d.%I = $1::%s', v_name.schema_name, v_name.table_name,
-                       v_dep ->> 'fk', v_rule.key_type) USING p_key;
-        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_n := pgretention._as_owner(format('%I.%I', v_name.schema_name, v_name.table_name)::regclass,
+            format('DELETE FROM %I.%I d WHERE d.%I = $1[1]::%s', v_name.schema_name, v_name.table_name,
+                   v_dep ->> 'fk', v_rule.key_type), ARRAY[p_key]);
         v_deps := v_deps || jsonb_build_object(v_dep ->> 'table', v_n);
         v_total := v_total + v_n;
     END LOOP;
-    EXECUTE format('DELETE FROM %s t WHERE t.%I = $1::%s', v_table, v_rule.key_column, v_rule.key_type) USING p_key;
+    PERFORM pgretention._as_owner(v_table::regclass,
+        format('DELETE FROM %s t WHERE t.%I = $1[1]::%s', v_table, v_rule.key_column, v_rule.key_type), ARRAY[p_key]);
     DELETE FROM pgretention.entity_notice n WHERE n.rule_id = v_rule.id AND n.key = p_key;
     DELETE FROM pgretention.entity_work w WHERE w.rule_id = v_rule.id AND w.key = p_key;
     UPDATE pgretention.entity_rule r SET rows_deleted = r.rows_deleted + 1,

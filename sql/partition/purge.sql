@@ -93,9 +93,10 @@ BEGIN
             v_keep := pgretention._longer_members(o.table_id, o.class_name);
             IF cardinality(v_keep) > 0 THEN
                 c := pgretention._class(o.table_id, o.class_name);
-                EXECUTE format('INSERT INTO %I.%I SELECT * FROM %s WHERE %I::text = ANY ($1)',
-                               c.parent_schema, c.parent_name, v_rel, t.class_column) USING v_keep;
-                GET DIAGNOSTICS v_rescued = ROW_COUNT;
+                -- rows of the owner's table: with the owner's rights (its triggers fire)
+                v_rescued := pgretention._as_owner(format('%I.%I', c.parent_schema, c.parent_name)::regclass,
+                    format('INSERT INTO %I.%I SELECT * FROM %s WHERE %I::text = ANY (%L::text[])',
+                           c.parent_schema, c.parent_name, v_rel, t.class_column, v_keep));
             END IF;
             v_held := pgretention._keep_held_rows(o.table_id, v_rel, o.partition_name, coalesce(p_now, now()));
         END IF;
@@ -268,12 +269,12 @@ BEGIN
                  JOIN pgretention.retention_class r ON r.table_id = mb.table_id AND r.class_name = mb.routed_class
                  WHERE mb.table_id = p_table_id AND a.drop_after < r.drop_after LOOP
             EXIT WHEN v_total >= p_batch;
-            EXECUTE format('DELETE FROM %I.%I WHERE (tableoid, ctid) IN (SELECT t.tableoid, t.ctid FROM %I.%I t'
-                           ' WHERE %I::text = %L AND %I < %s AND NOT %s LIMIT %s)',
-                           m.parent_schema, m.parent_name, m.parent_schema, m.parent_name, t.class_column, m.value,
-                           t.time_column, pgretention._typed_literal(p_now - m.drop_after, t.time_type, t.time_zone),
-                           pgretention._hold_predicate(t.table_schema, t.table_name, p_now), p_batch - v_total);
-            GET DIAGNOSTICS v_n = ROW_COUNT;
+            v_n := pgretention._as_owner(format('%I.%I', m.parent_schema, m.parent_name)::regclass, format(
+                'DELETE FROM %I.%I WHERE (tableoid, ctid) IN (SELECT t.tableoid, t.ctid FROM %I.%I t'
+                ' WHERE %I::text = %L AND %I < %s AND NOT %s LIMIT %s)',
+                m.parent_schema, m.parent_name, m.parent_schema, m.parent_name, t.class_column, m.value,
+                t.time_column, pgretention._typed_literal(p_now - m.drop_after, t.time_type, t.time_zone),
+                pgretention._hold_predicate(t.table_schema, t.table_name, p_now), p_batch - v_total));
             IF v_n > 0 THEN
                 PERFORM pgretention._audit('member.purge', format('%I.%I', t.table_schema, t.table_name),
                     jsonb_build_object('class', m.class_name,
@@ -351,7 +352,8 @@ BEGIN
         RETURN NULL;
     END;
     IF v_done AND v_hold <> 'false' THEN
-        EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE %s AND %s)', p_leaf, v_cond, v_hold) INTO v_left;
+        v_left := pgretention._as_owner_value(p_leaf, format(
+            'SELECT pg_catalog.to_jsonb(EXISTS (SELECT FROM %s t WHERE %s AND %s))', p_leaf, v_cond, v_hold))::boolean;
     END IF;
     INSERT INTO pgretention.class_purge AS p (table_id, class_name, range_from, partition_schema, partition_name,
                                              rows_deleted, done)

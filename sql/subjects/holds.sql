@@ -190,6 +190,7 @@ DECLARE
     m pgretention.managed_table;
     v_pred text;
     v_cols text;
+    v_rows jsonb;
     v_n bigint;
 BEGIN
     m := pgretention._table(p_table_id);
@@ -200,16 +201,22 @@ BEGIN
     SELECT string_agg(format('t.%I::text', sc.column_name), ', ') INTO v_cols
     FROM pgretention.subject_column sc JOIN pgretention.subject_table st ON st.id = sc.table_id
     WHERE st.table_schema = m.table_schema AND st.table_name = m.table_name;
-    EXECUTE format('INSERT INTO pgretention.hold_store (table_schema, table_name, partition, row_time, row_data, hold_ids)'
-                   ' SELECT %L, %L, %L, pgretention._to_abs(t.%I::text, %L, %L), to_jsonb(t),'
-                   ' ARRAY(SELECT h.id FROM pgretention._active_holds(%L) h WHERE h.subject_value IN (%s))'
-                   ' FROM %s',
-                   m.table_schema, m.table_name, p_partition, m.time_column, m.time_type, m.time_zone, p_now,
-                   v_cols,
-                   -- Citus: the held rows come to the coordinator first (the lookup of their holds runs here)
-                   CASE WHEN pgretention._is_distributed(p_detached)
-                        THEN format('(SELECT * FROM %s t WHERE %s OFFSET 0) t', p_detached, v_pred)
-                        ELSE format('%s t WHERE %s', p_detached, v_pred) END);
+    -- the rows are read with the owner's rights (casts of its types may be its code), then stored
+    -- by pgretention
+    v_rows := pgretention._as_owner_value(format('%I.%I', m.table_schema, m.table_name)::regclass, format(
+        'SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(''row'', pg_catalog.to_jsonb(t),'
+        ' ''time'', t.%I::text, ''ids'', ARRAY[%s])) FROM %s',
+        m.time_column, v_cols,
+        -- Citus: the held rows come to the coordinator first
+        CASE WHEN pgretention._is_distributed(p_detached)
+             THEN format('(SELECT * FROM %s t WHERE %s OFFSET 0) t', p_detached, v_pred)
+             ELSE format('%s t WHERE %s', p_detached, v_pred) END));
+    INSERT INTO pgretention.hold_store (table_schema, table_name, partition, row_time, row_data, hold_ids)
+    SELECT m.table_schema, m.table_name, p_partition, pgretention._to_abs(e.value ->> 'time', m.time_type, m.time_zone),
+           e.value -> 'row',
+           ARRAY(SELECT h.id FROM pgretention._active_holds(p_now) h
+                 WHERE h.subject_value IN (SELECT jsonb_array_elements_text(e.value -> 'ids')))
+    FROM jsonb_array_elements(coalesce(v_rows, '[]')) e;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
 END

@@ -2,7 +2,10 @@
 -- (export), and erasure (delete, or anonymise for statutory records) sparing rows under legal hold.
 
 -- WHERE condition (over alias t) for the rows of a registered table about the given subject.
-CREATE OR REPLACE FUNCTION pgretention._subject_condition(p_table_id int, p_identifiers jsonb, p_tenant text)
+-- p_stored: the condition over a row kept in the hold store (h.row_data), compared as text the
+-- same way, without reading it back into the owner's row type (whose input functions are its code).
+CREATE OR REPLACE FUNCTION pgretention._subject_condition(p_table_id int, p_identifiers jsonb, p_tenant text,
+                                                         p_stored boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -17,7 +20,8 @@ BEGIN
     FOR c IN SELECT sc.column_name, sc.kind FROM pgretention.subject_column sc WHERE sc.table_id = p_table_id
              ORDER BY sc.column_name LOOP
         IF p_identifiers ? c.kind THEN
-            v_parts := v_parts || format('t.%I::text = ANY (%L::text[])', c.column_name,
+            v_parts := v_parts || format(CASE WHEN p_stored THEN '(h.row_data ->> %L) = ANY (%L::text[])'
+                                              ELSE 't.%I::text = ANY (%L::text[])' END, c.column_name,
                 ARRAY(SELECT jsonb_array_elements_text(p_identifiers -> c.kind)));
         END IF;
     END LOOP;
@@ -29,7 +33,8 @@ BEGIN
         IF st.tenant_column IS NULL THEN
             RETURN NULL;  -- a processor's request covers the customer's data only
         END IF;
-        v_cond := v_cond || format(' AND t.%I::text = %L', st.tenant_column, p_tenant);
+        v_cond := v_cond || format(CASE WHEN p_stored THEN ' AND (h.row_data ->> %L) = %L' ELSE ' AND t.%I::text = %L' END,
+                                   st.tenant_column, p_tenant);
     END IF;
     RETURN v_cond;
 END
@@ -54,13 +59,14 @@ BEGIN
     FOR st IN SELECT * FROM pgretention.subject_table ORDER BY table_schema, table_name LOOP
         v_cond := pgretention._subject_condition(st.id, v_ids, p_tenant);
         CONTINUE WHEN v_cond IS NULL;
-        RETURN QUERY EXECUTE format('SELECT %L::text, to_jsonb(t) FROM %I.%I t WHERE %s',
-            format('%I.%I', st.table_schema, st.table_name), st.table_schema, st.table_name, v_cond);
+        -- the owner's rows, read with the owner's rights
+        RETURN QUERY SELECT format('%I.%I', st.table_schema, st.table_name), r.r
+                     FROM pgretention._as_owner_rows(format('%I.%I', st.table_schema, st.table_name)::regclass,
+                              format('SELECT * FROM %I.%I t WHERE %s', st.table_schema, st.table_name, v_cond)) r(r);
         RETURN QUERY EXECUTE format('SELECT %L::text, h.row_data FROM pgretention.hold_store h'
-            ' CROSS JOIN LATERAL jsonb_populate_record(NULL::%I.%I, h.row_data) t'
             ' WHERE h.table_schema = %L AND h.table_name = %L AND %s',
-            'held:' || format('%I.%I', st.table_schema, st.table_name), st.table_schema, st.table_name,
-            st.table_schema, st.table_name, v_cond);
+            'held:' || format('%I.%I', st.table_schema, st.table_name),
+            st.table_schema, st.table_name, pgretention._subject_condition(st.id, v_ids, p_tenant, true));
     END LOOP;
 END
 $$;
@@ -81,6 +87,7 @@ DECLARE
     v_n bigint;
     v_held bigint;
     v_out jsonb := '{}';
+    v_rel regclass;
     c record;
 BEGIN
     PERFORM pgretention._set_lock_timeout();
@@ -88,10 +95,13 @@ BEGIN
         v_cond := pgretention._subject_condition(st.id, p_identifiers, p_tenant);
         CONTINUE WHEN v_cond IS NULL;
         v_hold := pgretention._hold_predicate(st.table_schema, st.table_name, p_now);
-        EXECUTE format('SELECT count(*) FROM %I.%I t WHERE (%s) AND (%s)', st.table_schema, st.table_name, v_cond, v_hold)
-            INTO v_held;
+        -- the owner's rows, with the owner's rights: its triggers, policies and casts run as the owner
+        v_rel := format('%I.%I', st.table_schema, st.table_name)::regclass;
+        v_held := pgretention._as_owner_value(v_rel, format('SELECT pg_catalog.to_jsonb(count(*)) FROM %I.%I t WHERE (%s) AND (%s)',
+                                                            st.table_schema, st.table_name, v_cond, v_hold))::bigint;
         IF st.erasure = 'delete' THEN
-            EXECUTE format('DELETE FROM %I.%I t WHERE (%s) AND NOT (%s)', st.table_schema, st.table_name, v_cond, v_hold);
+            v_n := pgretention._as_owner(v_rel, format('DELETE FROM %I.%I t WHERE (%s) AND NOT (%s)',
+                                                       st.table_schema, st.table_name, v_cond, v_hold));
         ELSE
             v_set := NULL;
             FOR c IN SELECT a.attname, a.attnotnull, sc.kind IS NOT NULL AS is_identifier, st.anonymise ? a.attname AS mapped
@@ -104,10 +114,9 @@ BEGIN
                          WHEN c.mapped OR NOT c.attnotnull THEN 'NULL'
                          ELSE quote_literal('erased') END));
             END LOOP;
-            EXECUTE format('UPDATE %I.%I t SET %s WHERE (%s) AND NOT (%s)', st.table_schema, st.table_name,
-                           v_set, v_cond, v_hold);
+            v_n := pgretention._as_owner(v_rel, format('UPDATE %I.%I t SET %s WHERE (%s) AND NOT (%s)',
+                                                       st.table_schema, st.table_name, v_set, v_cond, v_hold));
         END IF;
-        GET DIAGNOSTICS v_n = ROW_COUNT;
         v_out := v_out || jsonb_build_object(format('%I.%I', st.table_schema, st.table_name),
             jsonb_build_object(CASE WHEN st.erasure = 'delete' THEN 'deleted' ELSE 'anonymised' END, v_n, 'held', v_held));
     END LOOP;

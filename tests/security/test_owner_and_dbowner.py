@@ -28,7 +28,6 @@ DB_OWNER = ("(SELECT pg_catalog.pg_get_userbyid(d.datdba) FROM pg_catalog.pg_dat
             " WHERE d.datname = pg_catalog.current_database())")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="C3: fixed by issue 17")
 @pytest.mark.parametrize("path", ["erasure", "entity_run"])
 def test_c3_table_owner_trigger_runs_as_superuser(actors: Actors, path: str) -> None:
     """C3: a table owner -> superuser through a trigger on its own table, fired by pgretention's
