@@ -34,6 +34,7 @@ from pgretention.errors import (
 )
 
 SCHEMA = "pgretention"
+EXEC_SCHEMA = "pgretention_exec"  # executors that act as a table's owner
 ROLES = ("pgretention_admin", "pgretention_operator", "pgretention_auditor")
 PARTMAN_SCHEMA = "partman"
 MIN_SERVER = 130000
@@ -345,6 +346,8 @@ def uninstall(dsn: str | None, *, keep_tables: bool = False) -> Report:
                 report.add(f"kept {len(managed)} managed tables as plain partitioned tables")
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCHEMA)))
             report.add(f"dropped schema {SCHEMA}")
+            # the owners' executors (sql/core/exec.sql)
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(EXEC_SCHEMA)))
             for ext in created_ext:
                 if ext == "pg_partman" and partman_schema:
                     others = _one(

@@ -70,6 +70,10 @@ BEGIN
         END IF;
         RAISE;
     END;
+    -- partitions pg_partman created (as the installing role) belong to the table's owner
+    IF p_args ? 'p_parent_table' AND to_regclass(p_args ->> 'p_parent_table') IS NOT NULL THEN
+        PERFORM pgretention._give_tree_to_owner((p_args ->> 'p_parent_table')::regclass);
+    END IF;
     -- pg_partman saves and restores search_path with a session-level set_config, which would leave
     -- this function's fixed search_path in the caller's session. Put the session default back, and
     -- keep the fixed one for the rest of this transaction's pgretention code.

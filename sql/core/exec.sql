@@ -177,6 +177,31 @@ BEGIN
 END
 $$;
 
+-- Give p_rel to p_owner when it is someone else's: a partition pg_partman or pgretention created as
+-- the installing role, a partition detached from the owner's table. Changing an owner runs none of
+-- the table's code; the owner then may read and write it directly.
+CREATE OR REPLACE FUNCTION pgretention._give_to_owner(p_rel regclass, p_owner oid)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = p_rel) <> p_owner THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO %I', p_rel, pg_catalog.pg_get_userbyid(p_owner));
+    END IF;
+END
+$$;
+
+-- p_parent and every partition under it to the owner of the table it belongs to.
+CREATE OR REPLACE FUNCTION pgretention._give_tree_to_owner(p_parent regclass)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pgretention._give_to_owner(t.relid, pgretention._rel_owner(p_parent))
+    FROM pg_catalog.pg_partition_tree(p_parent) t
+$$;
+
 -- Run p_sql with the rights of p_rel's owner; the number of rows it processed.
 CREATE OR REPLACE FUNCTION pgretention._as_owner(p_rel regclass, p_sql text, p_args text[] DEFAULT NULL)
 RETURNS bigint
@@ -188,6 +213,7 @@ DECLARE
     v_rows bigint;
     v_result jsonb;
 BEGIN
+    PERFORM pgretention._give_to_owner(p_rel, v_owner);
     IF v_owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
         EXECUTE p_sql USING p_args;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
@@ -209,6 +235,7 @@ DECLARE
     v_owner oid := pgretention._rel_owner(p_rel);
     v_result jsonb;
 BEGIN
+    PERFORM pgretention._give_to_owner(p_rel, v_owner);
     IF v_owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
         EXECUTE p_sql INTO v_result USING p_args;
         RETURN v_result;

@@ -202,7 +202,9 @@ BEGIN
     FROM pgretention.subject_column sc JOIN pgretention.subject_table st ON st.id = sc.table_id
     WHERE st.table_schema = m.table_schema AND st.table_name = m.table_name;
     -- the rows are read with the owner's rights (casts of its types may be its code), then stored
-    -- by pgretention
+    -- by pgretention; the detached partition is the owner's to read
+    PERFORM pgretention._give_to_owner(p_detached,
+                                       pgretention._rel_owner(format('%I.%I', m.table_schema, m.table_name)::regclass));
     v_rows := pgretention._as_owner_value(format('%I.%I', m.table_schema, m.table_name)::regclass, format(
         'SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(''row'', pg_catalog.to_jsonb(t),'
         ' ''time'', t.%I::text, ''ids'', ARRAY[%s])) FROM %s',
