@@ -10,7 +10,10 @@
 # configuration in (package downloads behind a TLS-inspecting proxy need them), mounts /proc, /sys,
 # /dev, /dev/pts, a /dev/shm of its own (PostgreSQL's shared memory) and the checkout, runs the
 # command with chroot, and unmounts everything on the way out, also on failure or interrupt.
-# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), DEBIAN_SECURITY_MIRROR.
+# Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), DEBIAN_SECURITY_MIRROR;
+# PGRETENTION_ROOTFS (another folder, e.g. build/rootfs-bare-trixie) and PGRETENTION_ROOTFS_INCLUDE
+# (packages beyond debootstrap's minimal base; default make and python3-venv, as the suite's leg needs)
+# try scripts/setup.sh on a bare system: PGRETENTION_ROOTFS_INCLUDE=ca-certificates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkout=$(pwd -P)
@@ -29,11 +32,13 @@ fi
 
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security_mirror=${DEBIAN_SECURITY_MIRROR:-${mirror%/debian}/debian-security}
-root="$checkout/build/rootfs-$suite"
+root=${PGRETENTION_ROOTFS:-build/rootfs-$suite}
+case "$root" in /*) ;; *) root="$checkout/$root" ;; esac
+include=${PGRETENTION_ROOTFS_INCLUDE:-ca-certificates,make,python3,python3-venv,procps}
 mkdir -p "$checkout/build"
 
 # One user of a root filesystem at a time: a second caller waits (mounts are per call).
-exec 9>"$checkout/build/rootfs-$suite.lock"
+exec 9>"$root.lock"
 flock 9
 
 mounted() { grep -q " $1 " /proc/self/mounts; }
@@ -71,12 +76,11 @@ if [ ! -f "$root/.pgretention-rootfs" ]; then
         fi
         rm -rf --one-file-system "$tmp"
     fi
-    echo "rootfs: debootstrap $suite from $mirror into build/rootfs-$suite (once; reused afterwards)" >&2
-    log="$checkout/build/rootfs-$suite.debootstrap.log"
-    if ! debootstrap --variant=minbase --include=ca-certificates,make,python3,python3-venv,procps \
-            "$suite" "$tmp" "$mirror" >"$log" 2>&1; then
+    echo "rootfs: debootstrap $suite from $mirror into ${root#"$checkout"/} (once; reused afterwards)" >&2
+    log="$root.debootstrap.log"
+    if ! debootstrap --variant=minbase --include="$include" "$suite" "$tmp" "$mirror" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
-        echo "rootfs: debootstrap failed (whole log: build/rootfs-$suite.debootstrap.log)" >&2
+        echo "rootfs: debootstrap failed (whole log: ${log#"$checkout"/})" >&2
         exit 1
     fi
     cat >"$tmp/etc/apt/sources.list" <<EOF
@@ -137,7 +141,7 @@ for token in ${PIP_FIND_LINKS:-} ${PIP_EXTRA_INDEX_URL:-} ${PIP_INDEX_URL:-}; do
 
 # A clean environment: the host's PATH (language managers, virtualenvs) means nothing inside.
 envs=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
-      TERM="${TERM:-dumb}" DEBIAN_FRONTEND=noninteractive PGRETENTION_LEG="root filesystem build/rootfs-$suite")
+      TERM="${TERM:-dumb}" DEBIAN_FRONTEND=noninteractive PGRETENTION_LEG="root filesystem ${root#"$checkout"/}")
 while IFS='=' read -r name _; do
     case "$name" in
         PGRETENTION_* | PIP_* | CI | PYTEST_ADDOPTS | http_proxy | https_proxy | no_proxy | \
@@ -147,7 +151,7 @@ while IFS='=' read -r name _; do
     esac
 done < <(env)
 
-if [ "$ca_changed" = 1 ] || [ ! -f "$root/.pgretention-ca" ]; then
+if [ -x "$root/usr/sbin/update-ca-certificates" ] && { [ "$ca_changed" = 1 ] || [ ! -f "$root/.pgretention-ca" ]; }; then
     chroot "$root" /usr/bin/env -i "${envs[@]}" update-ca-certificates >/dev/null 2>&1
     touch "$root/.pgretention-ca"
 fi
