@@ -147,7 +147,12 @@ def test_non_superuser_install_with_partman_5(db: DB, plain_user: str) -> None:
     res = _run("--dsn", db.dsn, "upgrade")
     assert res.returncode == 3
     assert f"owned by role {plain_user}" in _one_line_error(res)
-    res = _run("--dsn", as_user, "uninstall", "--yes")
+    # pg_cron's job lives where cron.database_name says, a setting only pg_read_all_settings reads
+    res = _run("--dsn", as_user, "uninstall", "--yes", "--keep-tables")
+    assert res.returncode == 3
+    assert "needs pg_read_all_settings" in _one_line_error(res)
+    db.execute(f"GRANT pg_read_all_settings TO {plain_user}")
+    res = _run("--dsn", as_user, "uninstall", "--yes", "--keep-tables")
     assert res.returncode == 0, res.stderr
     assert db.one("SELECT to_regnamespace('pgretention')") is None
 
@@ -171,6 +176,7 @@ def test_roles(installed: DB) -> None:
             alice.execute("SELECT pgretention.setting_set('batch_size', '2000')")
         with psycopg.connect(installed.dsn_as("bob"), autocommit=True) as bob:
             bob.execute("CALL pgretention.run()")
+            bob.execute("CALL pgretention.run(p_table => 'public.cdr')")  # one table: its name checked as bob
             assert bob.execute("SELECT count(*) FROM pgretention.status()").fetchone()[0] >= 1  # type: ignore[index]
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 bob.execute("SELECT pgretention.setting_set('batch_size', '1')")
