@@ -78,6 +78,7 @@ class Report:
     seconds: float = 0.0
     cron: str = ""
     revision: str = ""
+    notes: list[str] = field(default_factory=list)  # said on every run; not recorded as actions
 
     def add(self, text: str) -> None:
         self.actions.append(text)
@@ -100,6 +101,32 @@ def _check_server(conn: Conn) -> None:
         raise PgRetentionError(f"PostgreSQL {num // 10000} is not supported; pgretention needs 13 or newer")
     if _one(conn, "SELECT pg_is_in_recovery()"):
         raise PgRetentionError("the server is a standby (in recovery); install on the primary")
+
+
+def _check_owner(conn: Conn, report: Report) -> None:
+    """Who may install or upgrade (docs/install.md, "Who installs"): any role that can create what is
+    missing, and it owns what it installs; into an existing pgretention, only its owner, or a superuser
+    when the owner is a superuser too. A superuser replaying the SQL files into a schema that a lesser
+    role owns would run code that role controls (triggers on its catalog tables) with superuser rights."""
+    me, me_super = conn.execute("SELECT current_user::text, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()  # type: ignore[misc]
+    row = conn.execute(
+        "SELECT n.nspowner::regrole::text, r.rolsuper FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner"
+        " WHERE n.nspname = %s",
+        [SCHEMA],
+    ).fetchone()
+    if row is not None:
+        owner, owner_super = row
+        if owner != me and not (me_super and owner_super):
+            raise PermissionDenied(
+                f"pgretention in this database is owned by role {owner}"
+                + ("" if owner_super else ", which is not a superuser")
+                + f"; role {me} may not install or upgrade it: connect as {owner}"
+            )
+    if not me_super:
+        report.notes.append(
+            f"installed as role {me}, which is not a superuser: pgretention acts with its rights and manages"
+            f" only tables {me} may alter (its own, or those of roles it is a member of)"
+        )
 
 
 def _ensure_extension(
@@ -201,6 +228,7 @@ def install(
             conn: Conn = sa_conn.connection.driver_connection
             _check_server(conn)
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [INSTALL_LOCK])
+            _check_owner(conn, report)
             before = installed_revision(conn)
             if upgrade_only and before is None:
                 raise NotInstalled(f"pgretention is not installed in database {_one(conn, 'SELECT current_database()')}")

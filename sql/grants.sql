@@ -20,6 +20,9 @@ GRANT EXECUTE ON FUNCTION
     pgretention._check_reference_time(timestamptz),
     pgretention._setting_value(text),
     pgretention._managed(text),
+    -- called by _managed as the caller: PostgreSQL 17 checks the privilege, 15 folded the call away
+    pgretention._split_name(text),
+    pgretention._check_ident(text, text),
     pgretention._rule(text),
     pgretention._job_begin(text, timestamptz, jsonb, boolean),
     pgretention._job_end(bigint, jsonb, text, text, text, boolean),

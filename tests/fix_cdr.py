@@ -4,6 +4,8 @@
 :func:`simulate_800_days` is the partition engine's long simulation (run on one server by
 tests/partition and on a distributed table by tests/citus); :func:`daily_cdr` makes a table filled
 with days of calls up to now, and :func:`expired_partitions` says what a run would drop from it.
+:func:`leaf_at` names the partition that holds a time, read from the catalog: pg_partman 4.x and 5.x
+name partitions differently (``cdr_p2025_03_01``, ``cdr_p20250301``), so no test spells a name.
 """
 
 from __future__ import annotations
@@ -121,3 +123,20 @@ def expired_partitions(db: DB, at: datetime) -> dict[str, int]:
     leaves = [r[0] for r in db.all("SELECT leaf_name FROM pgretention._expired_leaves(1, 'all', %s)", [at])]
     counts = dict(db.all("SELECT tableoid::regclass::text, count(*) FROM cdr GROUP BY 1"))
     return {leaf: counts.get(leaf, 0) for leaf in leaves}
+
+
+def leaf_at(db: DB, parent: str, at: datetime) -> str:
+    """The schema-qualified name of the leaf partition under ``parent`` (any depth) whose range holds
+    ``at``, read from the catalog (pg_partition_tree and the partitions' bounds), not from a pattern."""
+    with db.connect() as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        row = conn.execute(
+            "SELECT format('%%I.%%I', n.nspname, c.relname)"
+            " FROM pg_partition_tree(%s::regclass) t JOIN pg_class c ON c.oid = t.relid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace,"
+            " LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid), $$FROM \\('([^']*)'\\) TO \\('([^']*)'\\)$$) b"
+            " WHERE t.isleaf AND b[1]::timestamptz <= %s AND %s < b[2]::timestamptz",
+            [parent, at, at],
+        ).fetchall()
+    assert len(row) == 1, f"{len(row)} partitions of {parent} hold {at}"
+    return str(row[0][0])

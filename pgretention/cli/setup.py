@@ -20,11 +20,14 @@ def install(ctx: Ctx, no_cron: bool, schedule: str | None, reference_schema: boo
     """Install pgretention (idempotent; upgrades an older catalog)."""
     rep = installer.install(ctx.dsn, with_cron=not no_cron, cron_schedule=schedule,
                             reference_schema=reference_schema)
-    data = {"revision": rep.revision, "actions": rep.actions, "cron": rep.cron, "seconds": round(rep.seconds, 3)}
+    data = {"revision": rep.revision, "actions": rep.actions, "notes": rep.notes, "cron": rep.cron,
+            "seconds": round(rep.seconds, 3)}
 
     def render(d: dict[str, Any]) -> None:
         for a in d["actions"] or ["nothing to do: already installed and current"]:
             click.echo(f"  {a}")
+        for n in d["notes"]:
+            click.echo(f"  note: {n}")
         click.echo(f"  {d['cron']}")
         click.echo(f"pgretention catalog {d['revision']} ready in {d['seconds']:.2f}s")
 
@@ -36,8 +39,9 @@ def install(ctx: Ctx, no_cron: bool, schedule: str | None, reference_schema: boo
 def upgrade(ctx: Ctx) -> None:
     """Upgrade an installed pgretention to this package's catalog and functions."""
     rep = installer.install(ctx.dsn, upgrade_only=True)
-    emit(ctx, {"revision": rep.revision, "actions": rep.actions, "seconds": round(rep.seconds, 3)},
-         lambda d: click.echo("\n".join(f"  {a}" for a in d["actions"]) + f"\nat revision {d['revision']}"))
+    emit(ctx, {"revision": rep.revision, "actions": rep.actions, "notes": rep.notes, "seconds": round(rep.seconds, 3)},
+         lambda d: click.echo("\n".join([f"  {a}" for a in d["actions"]] + [f"  note: {n}" for n in d["notes"]])
+                              + f"\nat revision {d['revision']}"))
 
 
 @click.command()

@@ -255,7 +255,19 @@ BEGIN
              WHERE dp.classid = 'pg_class'::regclass AND dp.refobjid = v_rel AND dp.deptype = 'a' LOOP
         EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', r.seq, v_hist, r.attname);
     END LOOP;
-    FOR r IN SELECT a.attname FROM pg_attribute a WHERE a.attrelid = v_rel AND a.attidentity <> '' LOOP
+    -- the historical partition gave its identity up at adoption (and PostgreSQL 17 drops an inherited one
+    -- at detach): the same identity back, with the sequence's options, continuing where it is
+    FOR r IN SELECT a.attname, a.attidentity, h.attidentity AS hist_identity, s.*
+             FROM pg_attribute a
+             JOIN pg_attribute h ON h.attrelid = v_hist AND h.attname = a.attname
+             JOIN pg_sequence s ON s.seqrelid = pg_get_serial_sequence(v_qual, a.attname)::regclass
+             WHERE a.attrelid = v_rel AND a.attidentity <> '' AND NOT a.attisdropped ORDER BY a.attnum LOOP
+        IF r.hist_identity = '' THEN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I ADD GENERATED %s AS IDENTITY (INCREMENT BY %s MINVALUE %s'
+                           ' MAXVALUE %s START WITH %s CACHE %s %s)', v_hist, r.attname,
+                           CASE r.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END, r.seqincrement, r.seqmin,
+                           r.seqmax, r.seqstart, r.seqcache, CASE WHEN r.seqcycle THEN 'CYCLE' ELSE 'NO CYCLE' END);
+        END IF;
         EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s', pg_get_serial_sequence(v_hist::text, r.attname),
                        pg_get_serial_sequence(v_qual, r.attname)::regclass);
     END LOOP;

@@ -277,20 +277,24 @@ BEGIN
         RAISE EXCEPTION 'pg_partman started the partitions of % before the cut-over %', v_qual, d.cutover
             USING ERRCODE = 'internal_error';
     END IF;
+    -- identity continues where it was, in the new table's sequence; the old table gives its own identity
+    -- up (PostgreSQL 17 attaches no table with an identity column of its own, and its partitions then
+    -- use the parent's; on 15 and 16 rows come in through the parent too). adopt_undo gives it back.
+    FOR r IN SELECT a.attname FROM pg_attribute a
+             WHERE a.attrelid = v_rel AND a.attidentity <> '' AND NOT a.attisdropped ORDER BY a.attnum LOOP
+        EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s',
+                       pg_get_serial_sequence(v_qual, r.attname), pg_get_serial_sequence(v_hist, r.attname));
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP IDENTITY', v_hist, r.attname);
+    END LOOP;
     -- the old table becomes the historical partition: its validated CHECK implies the bound (no scan)
     EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)', v_qual, v_hist,
                    d.details -> 'inspected' ->> 'lower', d.cutover);
-    -- sequences of serial columns now belong to the new table; identity continues where it was
-    FOR r IN SELECT s.oid::regclass AS seq, a.attname, a.attidentity FROM pg_depend dp
+    -- sequences of serial columns now belong to the new table
+    FOR r IN SELECT s.oid::regclass AS seq, a.attname FROM pg_depend dp
              JOIN pg_class s ON s.oid = dp.objid AND s.relkind = 'S'
              JOIN pg_attribute a ON a.attrelid = dp.refobjid AND a.attnum = dp.refobjsubid
-             WHERE dp.classid = 'pg_class'::regclass AND dp.refobjid = v_rel AND dp.deptype IN ('a', 'i') LOOP
-        IF r.attidentity = '' THEN
-            EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', r.seq, v_qual, r.attname);
-        ELSE
-            EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s',
-                           pg_get_serial_sequence(v_qual, r.attname), r.seq);
-        END IF;
+             WHERE dp.classid = 'pg_class'::regclass AND dp.refobjid = v_rel AND dp.deptype = 'a' LOOP
+        EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', r.seq, v_qual, r.attname);
     END LOOP;
     FOR r IN SELECT * FROM jsonb_array_elements(v_views) LOOP
         EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', r.value ->> 'view', r.value ->> 'def');

@@ -119,6 +119,8 @@ def test_telephony_cdr_table_adopted_while_switch_inserts(engine: DB) -> None:
         assert engine.one("SELECT count(*) FROM public.calls_today") == before + w.inserted
         assert relkind(engine, "public.calls") == "p"
         assert engine.one("SELECT count(*) FROM public.calls_adopted") == before + w.inserted
+        assert engine.one("SELECT attidentity::text FROM pg_attribute WHERE attrelid = 'public.calls'::regclass"
+                          " AND attname = 'id'") == "a"
         assert engine.one("SELECT count(DISTINCT id) = count(*) FROM public.calls")
         # trigger, owner, grants, comments, publication kept
         assert engine.one("SELECT count(*) FROM public.calls WHERE cost_class IS NULL") == 0
@@ -157,6 +159,8 @@ def test_telephony_cdr_table_adopted_while_switch_inserts(engine: DB) -> None:
         assert engine.one("SELECT has_table_privilege('billing_reader', 'public.calls', 'SELECT')")
         assert engine.one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.calls'::regclass AND NOT tgisinternal") == 1
         assert engine.one("SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.calls'::regclass AND contype = 'p'") == 1
+        assert engine.one("SELECT attidentity::text FROM pg_attribute WHERE attrelid = 'public.calls'::regclass"
+                          " AND attname = 'id'") == "a"
         assert engine.one("SELECT count(*) FROM pgretention.managed_table") == 0
         max_now = engine.one("SELECT max(id) FROM public.calls")
         with psycopg.connect(engine.dsn_as("switch_app"), autocommit=True) as app:

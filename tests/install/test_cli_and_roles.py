@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -62,15 +63,98 @@ def test_pg_environment_and_service_file(db: DB, tmp_path) -> None:  # type: ign
     assert '"server"' in res.stdout
 
 
-def test_missing_privilege_is_one_line(db: DB) -> None:
+INSTALL_ROLES = ("pgretention_admin", "pgretention_operator", "pgretention_auditor")
+
+
+@pytest.fixture
+def plain_user(db: DB) -> Iterator[str]:
+    """A login role with CREATE on the test's database and nothing else (no CREATEROLE), with the
+    three pgretention roles present (as after any install in the cluster), whatever ran before.
+    Afterwards the role and what it owns are gone, and roles made here are dropped again."""
+    made = [r for r in INSTALL_ROLES if db.one("SELECT to_regrole(%s)", [r]) is None]
+    for role in made:
+        db.execute(f"CREATE ROLE {role} NOLOGIN")
     db.execute("CREATE ROLE plain_user LOGIN; GRANT CREATE ON DATABASE " + db.name + " TO plain_user")
     try:
-        res = _run("--dsn", db.dsn_as("plain_user"), "install", "--no-cron")
+        yield "plain_user"
+    finally:
+        db.execute("DROP OWNED BY plain_user CASCADE")
+        db.execute(f"REVOKE ALL ON DATABASE {db.name} FROM plain_user; DROP ROLE plain_user")
+        for role in made:
+            db.execute(f"DROP OWNED BY {role} CASCADE; DROP ROLE {role}")
+        assert db.one("SELECT to_regrole('plain_user')") is None
+
+
+@pytest.mark.partman(4)
+def test_missing_privilege_is_one_line(db: DB, plain_user: str) -> None:
+    """pg_partman 4.x is superuser-only: a role with only CREATE on the database is refused, in one line."""
+    res = _run("--dsn", db.dsn_as(plain_user), "install", "--no-cron")
+    assert res.returncode == 3
+    assert "cannot create extension pg_partman" in _one_line_error(res)
+    assert db.one("SELECT to_regnamespace('pgretention')") is None
+
+
+def test_missing_createrole_is_one_line(db: DB, plain_user: str) -> None:
+    """Without CREATEROLE, install cannot make its roles where they are missing: refused, in one line."""
+    db.execute("CREATE ROLE other_installer LOGIN NOCREATEROLE; GRANT CREATE ON DATABASE " + db.name + " TO other_installer")
+    try:
+        with db.connect() as conn:
+            conn.execute("BEGIN")
+            # the roles are cluster-wide and other tests' installs made them: hide one for this check
+            conn.execute("ALTER ROLE pgretention_auditor RENAME TO pgretention_auditor_hidden")
+            conn.execute("COMMIT")
+        try:
+            res = _run("--dsn", db.dsn_as("other_installer"), "install", "--no-cron")
+        finally:
+            db.execute("ALTER ROLE pgretention_auditor_hidden RENAME TO pgretention_auditor")
         assert res.returncode == 3
-        assert "cannot create role" in _one_line_error(res) or "cannot create extension" in res.stderr
+        assert "cannot create role pgretention_auditor" in _one_line_error(res)
         assert db.one("SELECT to_regnamespace('pgretention')") is None
     finally:
-        db.execute(f"REVOKE ALL ON DATABASE {db.name} FROM plain_user; DROP ROLE plain_user")
+        db.execute(f"DROP OWNED BY other_installer CASCADE; REVOKE ALL ON DATABASE {db.name} FROM other_installer;"
+                   " DROP ROLE other_installer")
+
+
+@pytest.mark.partman(5)
+def test_non_superuser_install_with_partman_5(db: DB, plain_user: str) -> None:
+    """pg_partman 5.x needs no superuser: a role with CREATE on the database installs and owns
+    pgretention, acts with its own rights only (its tables yes, another role's table no), a superuser
+    does not replay into its schema, and it uninstalls cleanly (docs/install.md, "Who installs")."""
+    as_user = db.dsn_as(plain_user)
+    res = _run("--dsn", as_user, "install", "--no-cron")
+    assert res.returncode == 0, res.stderr
+    assert "not a superuser" in res.stdout + res.stderr
+    assert db.one("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'pgretention'") == plain_user
+    assert db.one("SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'pg_partman'") == plain_user
+    with psycopg.connect(as_user, autocommit=True) as conn:
+        # a table of its own, in a schema of its own: created, partitioned, purged
+        conn.execute("CREATE SCHEMA own")
+        conn.execute("SELECT pgretention.table_create('own.cdr', 'id bigint, started_at timestamptz NOT NULL',"
+                     " 'started_at', '1 day', '{\"all\": {\"drop_after\": \"2 days\"}}',"
+                     " p_start => now() - interval '5 days')")
+        conn.execute("INSERT INTO own.cdr SELECT g, now() - g * interval '1 hour' FROM generate_series(1, 96) g")
+        conn.execute("CALL pgretention.run()")
+        assert conn.execute("SELECT count(*) FROM own.cdr WHERE started_at < now() - interval '3 days'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM own.cdr").fetchone() != (0,)
+    # another role's table is out of its reach
+    db.execute("CREATE TABLE public.their_cdr (id bigint, started_at timestamptz NOT NULL)")
+    db.execute("INSERT INTO public.their_cdr VALUES (1, now() - interval '400 days')")
+    with psycopg.connect(as_user, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CALL pgretention.adopt('public.their_cdr', 'started_at', '90 days')")
+    assert db.one("SELECT count(*) FROM public.their_cdr") == 1
+    # a superuser's install or upgrade would replay as a superuser into a schema the role owns: refused
+    res = _run("--dsn", db.dsn, "upgrade")
+    assert res.returncode == 3
+    assert f"owned by role {plain_user}" in _one_line_error(res)
+    # pg_cron's job lives where cron.database_name says, a setting only pg_read_all_settings reads
+    res = _run("--dsn", as_user, "uninstall", "--yes", "--keep-tables")
+    assert res.returncode == 3
+    assert "needs pg_read_all_settings" in _one_line_error(res)
+    db.execute(f"GRANT pg_read_all_settings TO {plain_user}")
+    res = _run("--dsn", as_user, "uninstall", "--yes", "--keep-tables")
+    assert res.returncode == 0, res.stderr
+    assert db.one("SELECT to_regnamespace('pgretention')") is None
 
 
 def test_roles(installed: DB) -> None:
@@ -92,6 +176,7 @@ def test_roles(installed: DB) -> None:
             alice.execute("SELECT pgretention.setting_set('batch_size', '2000')")
         with psycopg.connect(installed.dsn_as("bob"), autocommit=True) as bob:
             bob.execute("CALL pgretention.run()")
+            bob.execute("CALL pgretention.run(p_table => 'public.cdr')")  # one table: its name checked as bob
             assert bob.execute("SELECT count(*) FROM pgretention.status()").fetchone()[0] >= 1  # type: ignore[index]
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 bob.execute("SELECT pgretention.setting_set('batch_size', '1')")

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.fix_catalog import diff, snapshot
-from tests.fix_cdr import create_cdr, simulate_800_days
+from tests.fix_cdr import create_cdr, leaf_at, simulate_800_days
 from tests.fix_db import DB, run
 
 UTC = timezone.utc
@@ -33,7 +34,7 @@ def test_session_time_zone_does_not_move_boundaries(engine: DB) -> None:
             conn.execute(f"SET TimeZone = '{zone}'")
             plans.append(conn.execute("SELECT partition, range_to FROM pgretention.plan(%s)", [at]).fetchall())
     assert all(p == plans[0] for p in plans)
-    assert [p[0] for p in plans[0]] == [f"public.cdr_p2025_03_{d:02d}" for d in range(1, 10)]
+    assert [p[0] for p in plans[0]] == [leaf_at(engine, "public.cdr", start + timedelta(days=d)) for d in range(9)]
     with engine.connect() as conn:
         conn.execute("SET TimeZone = 'America/New_York'")
         conn.execute("CALL pgretention.run(%s)", [at])
@@ -186,9 +187,10 @@ def test_archive_instead_of_drop(engine: DB) -> None:
     create_cdr(engine, {"all": {"drop_after": "1 day"}}, class_column=None, start=datetime(2026, 1, 1, tzinfo=UTC),
                p_on_expiry="archive", p_archive_schema="cdr_archive")
     engine.execute("INSERT INTO cdr (id, started_at) VALUES (1, '2026-01-01 10:00')")
+    leaf = leaf_at(engine, "public.cdr", datetime(2026, 1, 1, 10, tzinfo=UTC)).split(".")[1]
     run(engine, datetime(2026, 1, 3, tzinfo=UTC))
     assert engine.one("SELECT count(*) FROM cdr") == 0
-    assert engine.one("SELECT count(*) FROM cdr_archive.cdr_p2026_01_01") == 1
+    assert engine.one(sql.SQL("SELECT count(*) FROM cdr_archive.{}").format(sql.Identifier(leaf))) == 1
 
 
 def test_member_assignment_and_moves(engine: DB) -> None:

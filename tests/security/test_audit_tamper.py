@@ -14,8 +14,7 @@ from tests.security.fix_roles import Actors, attempt, audit_ids, require, verify
 
 # Internal functions the attacks call by name (update here when internals are renamed).
 INTERNAL = {
-    "run_end": ("pgretention", "_run_end"),
-    "entity_run_end": ("pgretention", "_entity_run_end"),
+    "job_end": ("pgretention", "_job_end"),  # was _run_end and _entity_run_end
     "audit": ("pgretention", "_audit"),
 }
 
@@ -65,13 +64,13 @@ def test_h3_audit_log_wiped_and_still_verifies(actors: Actors, attacker: str) ->
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_turns_failed_run_into_ok(actors: Actors) -> None:
-    """M2: ``_run_end`` takes status and summary from the caller: the operator marks a failed
+    """M2: ``_job_end`` (was ``_run_end``) takes status and summary from the caller: the operator marks a failed
     run 'ok' with a summary of its choice."""
     db = actors.db
     rid = db.one("INSERT INTO pgretention.job_run (runner, reference_time, status, finished_at, message, summary)"
                  " VALUES ('cron', now(), 'failed', now(), 'lock wait on public.cdr', '{}') RETURNING id")
     with actors.connect("op") as op:
-        out = attempt(op, call("run_end", "id, %s, 'ok', NULL") + sql.SQL(" FROM pgretention.job_run WHERE status <> 'ok'"),
+        out = attempt(op, call("job_end", "id, %s, 'ok', NULL, 'run', true") + sql.SQL(" FROM pgretention.job_run WHERE status <> 'ok'"),
                       [Jsonb({"totals": {"partitions_dropped": 0, "rows_deleted": 0}, "note": "all good"})])
     row = db.all("SELECT status, message FROM pgretention.job_run WHERE id = %s", [rid])
     assert row == [("failed", "lock wait on public.cdr")], f"job history rewritten: {row}; attack {out}"
@@ -79,12 +78,12 @@ def test_m2_operator_turns_failed_run_into_ok(actors: Actors) -> None:
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_writes_forged_run_audit_record(actors: Actors) -> None:
-    """M2: ``_run_end`` writes a hash-chained 'run' audit record with a made-up summary (999
+    """M2: ``_job_end`` (was ``_run_end``) writes a hash-chained 'run' audit record with a made-up summary (999
     partitions dropped 'by adm'); the chain verifies."""
     db = actors.db
     db.execute("INSERT INTO pgretention.job_run (runner, reference_time) VALUES ('cron', now())")
     with actors.connect("op") as op:
-        out = attempt(op, call("run_end", "1, %s, 'ok', NULL"),
+        out = attempt(op, call("job_end", "1, %s, 'ok', NULL, 'run', true"),
                       [Jsonb({"totals": {"partitions_dropped": 999, "rows_deleted": 12345}, "dropped_by": "adm",
                               "reason": "DPO instruction 2026-11"})])
     forged = db.all("SELECT id, action FROM pgretention.audit_log WHERE details ? 'dropped_by'")
@@ -93,12 +92,12 @@ def test_m2_operator_writes_forged_run_audit_record(actors: Actors) -> None:
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_forges_entity_run_failure(actors: Actors) -> None:
-    """M2: ``_entity_run_end`` marks an entity run failed with a made-up message and audits it."""
+    """M2: ``_job_end`` (was ``_entity_run_end``) marks an entity run failed with a made-up message and audits it."""
     db = actors.db
     rid = db.one("INSERT INTO pgretention.job_run (runner, reference_time, status, finished_at, summary)"
                  " VALUES ('cron', now(), 'ok', now(), '{\"engine\": \"entity\"}') RETURNING id")
     with actors.connect("op") as op:
-        out = attempt(op, call("entity_run_end", "%s, %s, 'failed', 'made-up failure'"),
+        out = attempt(op, call("job_end", "%s, %s, 'failed', 'made-up failure', 'entity.run', true"),
                       [rid, Jsonb({"totals": {"rows": 5}, "forged": True})])
     status = db.one("SELECT status FROM pgretention.job_run WHERE id = %s", [rid])
     forged = db.all("SELECT id FROM pgretention.audit_log WHERE details ? 'forged'")
