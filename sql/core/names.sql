@@ -183,9 +183,11 @@ BEGIN
         SELECT format('%I.%I', n.nspname, c.relname) INTO v_other FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE lower(n.nspname) = lower(v_name.schema_name) AND lower(c.relname) = lower(v_name.table_name)
           AND c.relkind IN ('r', 'p') LIMIT 1;
-        RAISE EXCEPTION '% does not exist', concat_ws(' ', p_what, 'table', v_qual) USING ERRCODE = 'undefined_table',
-            HINT = CASE WHEN v_other IS NOT NULL
-                        THEN format('names are exact (pgretention does not fold case): did you mean %s?', v_other) END;
+        IF v_other IS NOT NULL THEN
+            RAISE EXCEPTION '% does not exist', concat_ws(' ', p_what, 'table', v_qual) USING ERRCODE = 'undefined_table',
+                HINT = format('names are exact (pgretention does not fold case): did you mean %s?', v_other);
+        END IF;
+        RAISE EXCEPTION '% does not exist', concat_ws(' ', p_what, 'table', v_qual) USING ERRCODE = 'undefined_table';
     END IF;
     SELECT c.relkind INTO v_kind FROM pg_class c WHERE c.oid = v_oid;
     IF v_kind NOT IN ('r', 'p') THEN
