@@ -47,8 +47,8 @@ BEGIN
         RAISE EXCEPTION '% name must not be empty', p_kind USING ERRCODE = 'invalid_name';
     END IF;
     IF p_name ~ pgretention._hidden_chars() THEN
-        RAISE EXCEPTION 'invalid % name %: it contains a control, invisible or direction-changing character, which'
-            ' makes it read as another name', p_kind, quote_literal(pgretention._visible(p_name))
+        RAISE EXCEPTION 'invalid % name %: control, invisible and direction-changing characters are not allowed'
+            ' (they make a name read as another)', p_kind, quote_literal(pgretention._visible(p_name))
             USING ERRCODE = 'invalid_name';
     END IF;
     IF p_name ~ '["'';\\]' THEN
@@ -75,8 +75,8 @@ BEGIN
         RAISE EXCEPTION 'table name must not be empty' USING ERRCODE = 'invalid_name';
     END IF;
     IF p_table ~ pgretention._hidden_chars() THEN
-        RAISE EXCEPTION 'invalid table name %: it contains a control, invisible or direction-changing character, which'
-            ' makes it read as another name', quote_literal(pgretention._visible(p_table)) USING ERRCODE = 'invalid_name';
+        RAISE EXCEPTION 'invalid table name %: control, invisible and direction-changing characters are not allowed'
+            ' (they make a name read as another)', quote_literal(pgretention._visible(p_table)) USING ERRCODE = 'invalid_name';
     END IF;
     IF p_table ~ '["'';\\]' THEN
         RAISE EXCEPTION 'invalid table name %: quotes, semicolons, backslashes and control characters are not allowed',

@@ -273,7 +273,8 @@ END
 $$;
 
 -- Stop managing a table; its data and partitions stay, pg_partman's configuration for it goes.
--- A table that no longer exists under its name (dropped, renamed) can be released by any admin.
+-- A table that no longer exists under its name (dropped, renamed), or in a schema pgretention may not
+-- act on (taken in by an earlier release), can be released by any admin.
 CREATE OR REPLACE FUNCTION pgretention.table_release(p_table text)
 RETURNS void
 LANGUAGE plpgsql
@@ -283,7 +284,8 @@ AS $$
 DECLARE
     t pgretention.managed_table := pgretention._managed(p_table);
 BEGIN
-    IF to_regclass(format('%I.%I', t.table_schema, t.table_name)) IS NOT NULL THEN
+    IF to_regclass(format('%I.%I', t.table_schema, t.table_name)) IS NOT NULL
+       AND pgretention._reserved_schema(t.table_schema) IS NULL THEN
         PERFORM pgretention._user_table(t.table_schema || '.' || t.table_name);
     END IF;
     PERFORM pgretention._forget_partman(ARRAY(SELECT format('%s.%s', parent_schema, parent_name)

@@ -72,7 +72,8 @@ $$;
 
 -- Stop treating a table as holding personal data: requests no longer look at it. For a table
 -- that still exists the caller must act for its owner; a dropped or renamed one (its name no
--- longer resolves) any admin may unregister. Rows kept for it in the hold store stay until their
+-- longer resolves), or one in a schema pgretention may not act on (registered by an earlier
+-- release), any admin may unregister. Rows kept for it in the hold store stay until their
 -- holds end. Audited.
 CREATE OR REPLACE FUNCTION pgretention.subject_table_unregister(p_table text)
 RETURNS void
@@ -85,7 +86,7 @@ DECLARE
     v_qual text := format('%I.%I', st.table_schema, st.table_name);
     v_problem text := pgretention._subject_problem(st.id);
 BEGIN
-    IF to_regclass(v_qual) IS NOT NULL THEN
+    IF to_regclass(v_qual) IS NOT NULL AND pgretention._reserved_schema(st.table_schema) IS NULL THEN
         PERFORM pgretention._user_table(st.table_schema || '.' || st.table_name, 'subject table');
     END IF;
     DELETE FROM pgretention.subject_table WHERE id = st.id;
@@ -250,7 +251,7 @@ BEGIN
         RAISE EXCEPTION 'tenant name must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_name ~ pgretention._hidden_chars() THEN
-        RAISE EXCEPTION 'invalid tenant name %: it contains a control, invisible or direction-changing character',
+        RAISE EXCEPTION 'invalid tenant name %: control, invisible and direction-changing characters are not allowed',
             quote_literal(pgretention._visible(p_name)) USING ERRCODE = 'invalid_parameter_value';
     END IF;
     INSERT INTO pgretention.tenant (name) VALUES (p_name) ON CONFLICT DO NOTHING;

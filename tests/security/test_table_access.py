@@ -88,6 +88,25 @@ def test_system_and_pgretention_tables_are_refused_to_everyone(actors: Actors, t
     assert "pgretention may not act on" in str(by_owner.error)
 
 
+def test_c2_registration_of_an_earlier_release_is_not_searched(actors: Actors) -> None:
+    """C2: ``pg_authid`` registered before this release (written into the catalog directly here):
+    the operator's lookups stop with an error naming it instead of reading password hashes, the
+    report flags it, and an admin may unregister it."""
+    db = actors.db
+    tid = db.one("INSERT INTO pgretention.subject_table (table_schema, table_name) VALUES ('pg_catalog', 'pg_authid')"
+                 " RETURNING id")
+    db.execute("INSERT INTO pgretention.subject_column VALUES (%s, 'rolname', 'account')", [tid])
+    with actors.connect("op") as op:
+        out = attempt(op, "SELECT row_data ->> 'rolpassword' FROM pgretention.subject_rows(%s)",
+                      [Jsonb({"account": [actors["aud"]]})])
+        findings = attempt(op, "SELECT object, check_name FROM pgretention.report_findings() WHERE section = 'subject_tables'")
+    assert out.error is not None and "pg_catalog.pg_authid" in str(out.error), f"{out}"
+    assert findings.rows == [("pg_catalog.pg_authid", "subject_table_broken")], f"{findings}"
+    with actors.connect("adm") as adm:
+        adm.execute("SELECT pgretention.subject_table_unregister('pg_catalog.pg_authid')")
+    assert db.one("SELECT count(*) FROM pgretention.subject_table") == 0
+
+
 def test_key_material_is_readable_by_the_schema_owner_only(actors: Actors) -> None:
     """C2 (the reading side): no role of pgretention reads a key, from the key store or from the
     views of the previous release's key tables; the admin and the auditor see the epochs only."""
@@ -292,6 +311,8 @@ def test_m7_broken_managed_table_reported_by_status_plan_and_report(actors: Acto
     expected = {"renamed": "is now app.ledger_renamed", "moved": "is now app2.ledger", "dropped": "does not exist",
                 "time_column_renamed": "time column at of table app.ledger does not exist"}[how]
     assert expected in message, message
+    res = db.cli("status")  # the command says it too
+    assert res.returncode == 0 and f"error: {message}" in res.stdout, f"exit {res.returncode}: {res.stdout[-500:]}"
 
 
 def test_m3_renamed_subject_column_plan_status_and_requests(actors: Actors) -> None:
