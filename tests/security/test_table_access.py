@@ -266,8 +266,8 @@ def test_subject_table_unregister(actors: Actors) -> None:
     assert sqlstate(live) == "42501" and dropped.ok, f"live {live}; dropped {dropped}"
     assert db.all("SELECT table_name FROM pgretention.subject_table") == [("customer",)]
     grant_owner_to_admin(actors)
-    with actors.connect("adm") as adm:
-        adm.execute("SELECT pgretention.subject_table_unregister('app.customer')")
+    res = db.cli("subject", "unregister", "app.customer", dsn=actors.dsn("adm"))
+    assert res.returncode == 0 and "unregistered app.customer" in res.stdout, res.stderr
     assert db.one("SELECT count(*) FROM pgretention.subject_table") == 0
     assert db.all("SELECT object, session_role FROM pgretention.audit_log WHERE action = 'subject.unregister_table'"
                   " ORDER BY id") == [("app.old", actors["adm"]), ("app.customer", actors["adm"])]
