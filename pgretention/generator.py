@@ -343,12 +343,16 @@ def table_columns(conn: Conn, table: str) -> dict[str, str]:
 
 
 def detect_time_column(conn: Conn, table: str, columns: dict[str, str]) -> str:
-    """The managed table's time column when pgretention manages it, else the first timestamp column."""
+    """The managed table's time column when pgretention manages it, else the first timestamp column.
+
+    Managed tables are looked up by name with ``to_regclass``, which is NULL (not an error) for a
+    managed table that was dropped or renamed: one broken table does not stop generating for others.
+    """
     row = None
     if conn.execute("SELECT pg_catalog.to_regclass('pgretention.managed_table') IS NOT NULL").fetchone() == (True,):
         row = conn.execute(
-            "SELECT m.time_column FROM pgretention.managed_table m WHERE pg_catalog.format('%%I.%%I',"
-            " m.table_schema, m.table_name)::regclass = pg_catalog.to_regclass(%s)", [table]).fetchone()
+            "SELECT m.time_column FROM pgretention.managed_table m WHERE pg_catalog.to_regclass(pg_catalog.format("
+            "'%%I.%%I', m.table_schema, m.table_name)) = pg_catalog.to_regclass(%s)", [table]).fetchone()
     if row is not None:
         return str(row[0])
     for name, typ in columns.items():

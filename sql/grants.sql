@@ -97,6 +97,7 @@ GRANT SELECT ON pgretention.overdue_requests TO pgretention_admin, pgretention_o
 GRANT EXECUTE ON FUNCTION
     pgretention.subject_table_register(text, jsonb, text, text, text, jsonb, text),
     pgretention.register_subject_table(text, jsonb, text, text, text, jsonb, text),
+    pgretention.subject_table_unregister(text),
     pgretention.tenant_register(text),
     pgretention.register_tenant(text),
     pgretention.subject_index_ddl(text),
@@ -115,6 +116,9 @@ GRANT EXECUTE ON FUNCTION
     pgretention.subject_rows(jsonb, text)
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION pgretention.request_overdue(timestamptz), pgretention.overdue_requests_at(timestamptz)
+    TO pgretention_admin, pgretention_operator, pgretention_auditor;
+-- applications' roles get is_restricted from the DBA, with USAGE on the schema (subjects/restriction.sql)
+GRANT EXECUTE ON FUNCTION pgretention.is_restricted(text, text)
     TO pgretention_admin, pgretention_operator, pgretention_auditor;
 GRANT EXECUTE ON FUNCTION pgretention._purge_released_holds(timestamptz), pgretention._purge_request_proofs(timestamptz)
     TO pgretention_admin, pgretention_operator;

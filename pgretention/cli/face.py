@@ -21,6 +21,7 @@ import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pgretention.db import Conn, connect, one, rows, translated
 from pgretention.errors import InvalidInput, NotInstalled
@@ -59,12 +60,14 @@ def emit(ctx: Ctx, data: Any, render: Callable[[Any], None] | None = None) -> No
 
 
 def table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
-    t = Table(title=title, show_lines=False)
+    """A table of rows. Every title, header and cell is plain text: Rich markup in data (a hold
+    reason ``[/]x``, a table name with brackets) is shown as it is, never interpreted."""
+    t = Table(title=Text(title), show_lines=False)
     cols = columns or (list(rows[0].keys()) if rows else [])
     for c in cols:
-        t.add_column(c)
+        t.add_column(Text(c))
     for r in rows:
-        t.add_row(*["" if r.get(c) is None else str(r.get(c)) for c in cols])
+        t.add_row(*[Text("" if r.get(c) is None else str(r.get(c))) for c in cols])
     console.print(t)
 
 
@@ -164,7 +167,9 @@ def run_job(ctx: Ctx, call: str, params: list[Any], *, engine: str | None, label
     :param keep_prefix: print the notices with their ``pgretention:`` prefix.
     """
     notices: list[str] = []
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    # the description is a notice from the database: plain text, never Rich markup
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=ctx.fmt == "json" or not console.is_terminal) as progress:
         task = progress.add_task(label, total=total)

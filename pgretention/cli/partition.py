@@ -101,13 +101,16 @@ def status(ctx: Ctx, ref: datetime | None) -> None:
                 "partition": age(r["partition_interval"]), "worst overshoot": age(r["worst_case_overshoot"]),
                 "partitions": r["partitions"], "size": size(r["total_bytes"]),
                 "oldest row age": age(r["oldest_row_age"]), "expired parts": r["expired_partitions"],
-                "default rows": f"{r['default_rows']} ({r['expired_default_rows']} expired)",
+                "default rows": "-" if r["default_rows"] is None
+                else f"{r['default_rows']} ({r['expired_default_rows']} expired)",
                 "no time": r["null_time_rows"], "pending": r["pending_ops"],
                 "last run": r["last_run_status"] or "never",
             }
             for r in d["tables"]
         ]
         table("pgretention status", shown)
+        for problem in dict.fromkeys(r["problem"] for r in d["tables"] if r.get("problem")):
+            click.echo(f"error: {problem}")  # a table retention cannot act on (dropped, renamed, a column gone)
         for name, cols in d["columns_without_anonymisation_rule"].items():
             click.echo(f"warning: {name} has anonymisation rules but none for: {', '.join(cols)}")
         j = d["schedule"]

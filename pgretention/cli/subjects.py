@@ -75,6 +75,15 @@ def subject_register(ctx: Ctx, table_name: str, columns: tuple[str, ...], tenant
          lambda d: click.echo(f"registered {d['table']}; {len(d['indexes'])} index statements run"))
 
 
+@subject_group.command("unregister")
+@click.argument("table_name")
+@pass_ctx
+def subject_unregister(ctx: Ctx, table_name: str) -> None:
+    """Stop treating TABLE as holding personal data (e.g. after its owner dropped or renamed it)."""
+    call(ctx, "SELECT pgretention.subject_table_unregister(%s)", [table_name])
+    emit(ctx, {"table": table_name, "unregistered": True}, lambda d: click.echo(f"unregistered {d['table']}"))
+
+
 def _create_indexes(ctx: Ctx, table_name: str) -> list[str]:
     with installed(ctx, statement_timeout=None) as conn, translated():
         stmts = [r["statement"] for r in rows(conn, "SELECT statement FROM pgretention.subject_index_ddl(%s)", [table_name])]

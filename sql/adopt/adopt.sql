@@ -181,7 +181,7 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 AS $$
 DECLARE
-    t pgretention.managed_table := pgretention._managed(p_table);
+    t pgretention.managed_table := pgretention._managed_own(p_table);
     d pgretention.adoption;
     v_qual text := format('%I.%I', t.table_schema, t.table_name);
     v_rel regclass;
@@ -214,10 +214,7 @@ BEGIN
     v_hist := to_regclass(format('%I.%I', t.table_schema, d.historical_name));
     v_triggers := ARRAY(SELECT pg_get_triggerdef(g.oid) FROM pg_trigger g WHERE g.tgrelid = v_rel AND NOT g.tgisinternal
                         AND g.tgparentid = 0 ORDER BY g.tgname);
-    SELECT coalesce(jsonb_agg(jsonb_build_object('view', v.oid::regclass::text, 'def', pg_get_viewdef(v.oid))), '[]')
-    INTO v_views
-    FROM (SELECT DISTINCT v2.oid FROM pg_depend dp JOIN pg_rewrite rw ON rw.oid = dp.objid JOIN pg_class v2 ON v2.oid = rw.ev_class
-          WHERE dp.classid = 'pg_rewrite'::regclass AND dp.refobjid = v_rel AND v2.oid <> v_rel AND v2.relkind = 'v') v;
+    v_views := pgretention._adopt_views(v_rel);
     v_pubs := ARRAY(SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
                     WHERE pr.prrelid = v_rel ORDER BY p.pubname);
     IF v_hist IS NOT NULL AND EXISTS (SELECT FROM pg_inherits WHERE inhrelid = v_hist AND inhparent = v_rel) THEN
@@ -277,9 +274,7 @@ BEGIN
     EXECUTE format('ALTER TABLE %s RENAME TO %I', v_qual, v_tmp);
     EXECUTE format('ALTER TABLE %s RENAME TO %I', v_hist, t.table_name);
     v_plain := v_qual;
-    FOR r IN SELECT * FROM jsonb_array_elements(v_views) LOOP
-        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', r.value ->> 'view', r.value ->> 'def');
-    END LOOP;
+    PERFORM pgretention._adopt_recreate_views(v_views);  -- with their options (security_invoker, ...)
     FOREACH v_stmt IN ARRAY v_triggers LOOP
         EXECUTE v_stmt;  -- server-generated CREATE TRIGGER ... ON <schema>.<table>: now the plain table
     END LOOP;

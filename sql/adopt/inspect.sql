@@ -37,7 +37,7 @@ END
 $$;
 
 -- Everything adopt needs to know about a table, checked. Raises (naming the table and the way out)
--- for every shape it cannot convert; changes nothing.
+-- for every shape it cannot convert, and for a table the caller may not act on; changes nothing.
 CREATE OR REPLACE FUNCTION pgretention._adopt_inspect(
     p_table text, p_time_column text, p_interval text, p_time_zone text, p_key text, p_class_column text)
 RETURNS jsonb
@@ -59,7 +59,7 @@ DECLARE
     v_interval interval;
     v_bad text[] := '{}';
 BEGIN
-    v_rel := pgretention._relation(p_table);
+    v_rel := pgretention._user_table(p_table);  -- a table the caller may act on (core/names.sql)
     SELECT c.relkind, c.relpersistence, c.relispartition, c.relrowsecurity INTO k FROM pg_class c WHERE c.oid = v_rel;
     IF pgretention._is_distributed(v_rel) THEN
         -- the online conversion swaps tables and copies rows by address: not on Citus
@@ -306,5 +306,40 @@ BEGIN
                      ' drop the partition once %L is older than drop_after', v ->> 'historical', p_drop_after, v_cut.cutover);
     locks := 'ROW EXCLUSIVE on the historical partition (like the application''s own deletes)';
     RETURN NEXT;
+END
+$$;
+
+-- The views that depend on a table, as adopt and adopt_undo re-create them after the swap: name,
+-- definition, and the options (security_invoker, security_barrier, check_option) that CREATE OR
+-- REPLACE VIEW would otherwise reset. CREATE OR REPLACE keeps a view's owner and privileges.
+CREATE OR REPLACE FUNCTION pgretention._adopt_views(p_rel regclass)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('view', v.oid::regclass::text, 'def', pg_get_viewdef(v.oid),
+                                                 'options', to_jsonb(coalesce(v.reloptions, '{}'))) ORDER BY v.oid), '[]')
+    FROM pg_class v
+    WHERE v.oid IN (SELECT rw.ev_class FROM pg_depend dp JOIN pg_rewrite rw ON rw.oid = dp.objid
+                    WHERE dp.classid = 'pg_rewrite'::regclass AND dp.refobjid = p_rel AND rw.ev_class <> p_rel)
+      AND v.relkind = 'v'
+$$;
+
+-- Re-create the views _adopt_views captured, on the table now under their name, with their options.
+CREATE OR REPLACE FUNCTION pgretention._adopt_recreate_views(p_views jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb;
+    v_with text;
+BEGIN
+    FOR r IN SELECT value FROM jsonb_array_elements(p_views) LOOP
+        SELECT string_agg(format('%I = %L', split_part(o, '=', 1), substr(o, strpos(o, '=') + 1)), ', ')
+          INTO v_with FROM jsonb_array_elements_text(coalesce(r -> 'options', '[]')) o;
+        EXECUTE format('CREATE OR REPLACE VIEW %s%s AS %s', r ->> 'view',
+                       CASE WHEN v_with IS NOT NULL THEN format(' WITH (%s)', v_with) ELSE '' END, r ->> 'def');
+    END LOOP;
 END
 $$;

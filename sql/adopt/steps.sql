@@ -201,10 +201,7 @@ BEGIN
     FROM pg_class c WHERE c.oid = v_rel;
     v_triggers := ARRAY(SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t WHERE t.tgrelid = v_rel AND NOT t.tgisinternal
                         ORDER BY t.tgname);
-    SELECT coalesce(jsonb_agg(jsonb_build_object('view', v.oid::regclass::text,
-                                                 'def', pg_get_viewdef(v.oid))), '[]') INTO v_views
-    FROM (SELECT DISTINCT v2.oid FROM pg_depend dp JOIN pg_rewrite rw ON rw.oid = dp.objid JOIN pg_class v2 ON v2.oid = rw.ev_class
-          WHERE dp.classid = 'pg_rewrite'::regclass AND dp.refobjid = v_rel AND v2.oid <> v_rel AND v2.relkind = 'v') v;
+    v_views := pgretention._adopt_views(v_rel);
     v_pubs := ARRAY(SELECT p.pubname FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
                     WHERE pr.prrelid = v_rel ORDER BY p.pubname);
     -- the new table's constraints and indexes, as they read on the old one
@@ -296,9 +293,7 @@ BEGIN
              WHERE dp.classid = 'pg_class'::regclass AND dp.refobjid = v_rel AND dp.deptype = 'a' LOOP
         EXECUTE format('ALTER SEQUENCE %s OWNED BY %s.%I', r.seq, v_qual, r.attname);
     END LOOP;
-    FOR r IN SELECT * FROM jsonb_array_elements(v_views) LOOP
-        EXECUTE format('CREATE OR REPLACE VIEW %s AS %s', r.value ->> 'view', r.value ->> 'def');
-    END LOOP;
+    PERFORM pgretention._adopt_recreate_views(v_views);  -- with their options (security_invoker, ...)
     FOR i IN 1 .. coalesce(array_length(v_pubs, 1), 0) LOOP
         EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', v_pubs[i], v_hist);
         EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', v_pubs[i], v_qual);

@@ -17,7 +17,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t pgretention.managed_table := pgretention._managed(p_table);
+    t pgretention.managed_table := pgretention._managed_own(p_table);
     v_qual text := format('%I.%I', t.table_schema, t.table_name);
     v_type text;
     v_notnull boolean;
@@ -71,6 +71,7 @@ BEGIN
     END IF;
     INSERT INTO pgretention.anon_rule (table_id, column_name, method, param) VALUES (t.id, p_column, p_method, p_param)
     ON CONFLICT (table_id, column_name) DO UPDATE SET method = excluded.method, param = excluded.param, created_at = now();
+    PERFORM pgretention._rollup_recheck(t.id);  -- a roll-up must not keep what the rule makes an identifier
     PERFORM pgretention._audit('anon.rule', v_qual, jsonb_build_object('column', p_column, 'method', p_method, 'param', p_param));
 END
 $$;

@@ -1,7 +1,11 @@
 -- Values: intervals given as text, and times of a managed table's time column (timestamptz,
 -- timestamp or date in the table's zone, epoch seconds) as absolute time and back.
 
--- A positive interval, or an error naming what it is for.
+-- A positive interval, or an error naming what it is for. Every field must be positive or zero
+-- (months, days and time are kept apart by PostgreSQL and mean different lengths: '1 mon -30 days'
+-- is zero in February, positive in March, so a mixed sign is refused), and one of them positive.
+-- Every interval a caller gives pgretention (periods, partition intervals, interval settings)
+-- comes through here.
 CREATE OR REPLACE FUNCTION pgretention._parse_interval(p_what text, p_value text)
 RETURNS interval
 LANGUAGE plpgsql STABLE
@@ -9,6 +13,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v interval;
+    v_months int;
+    v_days int;
+    v_time interval;
 BEGIN
     IF p_value IS NULL OR btrim(p_value) = '' THEN
         RAISE EXCEPTION '% must be given', p_what USING ERRCODE = 'invalid_parameter_value';
@@ -19,6 +26,16 @@ BEGIN
         RAISE EXCEPTION 'invalid % %: expected an interval such as ''1 day'' or ''13 months''',
             p_what, quote_literal(p_value) USING ERRCODE = 'invalid_parameter_value';
     END;
+    IF isfinite(v) IS FALSE THEN
+        RAISE EXCEPTION 'invalid % %: must be finite', p_what, quote_literal(p_value) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_months := (extract(year FROM v) * 12 + extract(month FROM v))::int;
+    v_days := extract(day FROM v)::int;
+    v_time := v - make_interval(months => v_months, days => v_days);  -- what is left: the time part
+    IF v_months < 0 OR v_days < 0 OR v_time < interval '0' THEN
+        RAISE EXCEPTION 'invalid % %: every part must be positive (months %, days %, time %)', p_what,
+            quote_literal(p_value), v_months, v_days, v_time USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF v <= interval '0' THEN
         RAISE EXCEPTION 'invalid % %: must be positive', p_what, quote_literal(p_value)
             USING ERRCODE = 'invalid_parameter_value';

@@ -40,7 +40,7 @@ BEGIN
             END IF;
             v_out := v_out || jsonb_build_array(jsonb_build_object('column', v_src ->> 'column'));
         ELSIF v_keys = ARRAY['column', 'fk', 'table'] THEN
-            v_other := pgretention._relation(v_src ->> 'table', 'activity source');
+            v_other := pgretention._user_table(v_src ->> 'table', 'activity source');
             v_type := pgretention._column_type(v_other, v_src ->> 'fk', 'foreign key of an activity source');
             IF v_type <> p_key_type THEN
                 RAISE EXCEPTION 'column % of table % is of type %, the key of % is %',
@@ -90,7 +90,7 @@ BEGIN
             RAISE EXCEPTION 'dependant % of a rule on %: expected {"table": T, "fk": F}', v_dep, p_table
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        v_other := pgretention._relation(v_dep ->> 'table', 'dependant');
+        v_other := pgretention._user_table(v_dep ->> 'table', 'dependant');
         v_type := pgretention._column_type(v_other, v_dep ->> 'fk', 'foreign key of a dependant');
         IF v_type <> p_key_type THEN
             RAISE EXCEPTION 'column % of table % is of type %, the key of % is %',
@@ -238,10 +238,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pgretention.entity_rule r WHERE r.rule_name = p_name) THEN
         RAISE EXCEPTION 'entity rule % already exists', p_name USING ERRCODE = 'duplicate_object';
     END IF;
-    v_table := pgretention._relation(p_table, 'rule');
-    IF v_table::text LIKE 'pgretention.%' THEN
-        RAISE EXCEPTION 'table % belongs to pgretention', v_table USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    -- the rule table, its dependants and activity tables: tables the caller may act on (core/names.sql)
+    v_table := pgretention._user_table(p_table, 'rule');
     SELECT n.nspname AS s, c.relname AS t INTO v_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_table;
     v_key_type := pgretention._column_type(v_table, p_key_column, 'key');

@@ -186,7 +186,7 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 AS $$
 DECLARE
-    t pgretention.managed_table := pgretention._managed(p_table);
+    t pgretention.managed_table := pgretention._managed_own(p_table);
     v_def jsonb;
     v_member text;
 BEGIN
@@ -220,7 +220,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    t pgretention.managed_table := pgretention._managed(p_table);
+    t pgretention.managed_table := pgretention._managed_own(p_table);
     c pgretention.retention_class;
     v_def jsonb;
 BEGIN

@@ -16,7 +16,7 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 AS $$
 DECLARE
-    t pgretention.managed_table := pgretention._managed(p_table);
+    t pgretention.managed_table := pgretention._managed_own(p_table);
     c pgretention.retention_class;
     m pgretention.class_member;
     v_from text;

@@ -1,7 +1,9 @@
 -- What the partition engine would do and how it stands: plan (changes nothing), status per table
 -- and class, and the report's check of both.
 
--- plan: what a run at p_now would remove, changing nothing.
+-- plan: what a run at p_now would remove, changing nothing. A table retention cannot act on
+-- (_table_problem: dropped, renamed, a column gone) has one row per class with action
+-- 'skipped: <why>' and nothing else; the other tables are planned as usual.
 CREATE OR REPLACE FUNCTION pgretention.plan(p_now timestamptz DEFAULT NULL, p_table text DEFAULT NULL)
 RETURNS TABLE (table_name text, class_name text, partition text, range_from text, range_to text,
                action text, rows_estimate bigint, bytes bigint)
@@ -16,8 +18,17 @@ DECLARE
     l record;
     v_default regclass;
     v_n bigint;
+    v_problem text;
 BEGIN
     FOR r IN SELECT * FROM pgretention._run_targets(p_table) LOOP
+        -- a broken table (dropped, renamed, a column renamed) is reported, and the others go on
+        v_problem := pgretention._table_problem(r.table_id);
+        IF v_problem IS NOT NULL THEN
+            table_name := r.table_name; class_name := r.class_name; partition := NULL; range_from := NULL;
+            range_to := NULL; action := 'skipped: ' || v_problem; rows_estimate := NULL; bytes := NULL;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
         FOR l IN SELECT * FROM pgretention._expired_leaves(r.table_id, r.class_name, v_now) LOOP
             table_name := r.table_name; class_name := r.class_name;
             partition := format('%I.%I', l.leaf_schema, l.leaf_name);
@@ -58,13 +69,13 @@ BEGIN
 END
 $$;
 
--- status() gained table_id (its last column). CREATE OR REPLACE cannot change a function's columns,
--- so a status() without it (an earlier release) is dropped first.
+-- status() gained table_id and then problem (its last columns). CREATE OR REPLACE cannot change a
+-- function's columns, so a status() without them (an earlier release) is dropped first.
 DO $$
 BEGIN
-    IF 'table_id' <> ALL (coalesce((SELECT p.proargnames FROM pg_catalog.pg_proc p
-                                    WHERE p.oid = pg_catalog.to_regprocedure('pgretention.status(timestamptz)')),
-                                   ARRAY['table_id'])) THEN
+    IF 'problem' <> ALL (coalesce((SELECT p.proargnames FROM pg_catalog.pg_proc p
+                                   WHERE p.oid = pg_catalog.to_regprocedure('pgretention.status(timestamptz)')),
+                                  ARRAY['problem'])) THEN
         DROP FUNCTION pgretention.status(timestamptz);
     END IF;
 END
@@ -72,15 +83,16 @@ $$;
 
 -- status: per managed table and class, what is kept and how it stands against its promise.
 -- worst_case_overshoot: a row can live up to one partition interval past drop_after (whole
--- partitions are dropped) plus the longest gap between two scheduled runs. table_id (last) lets
--- the report join the catalog.
+-- partitions are dropped) plus the longest gap between two scheduled runs. table_id lets the
+-- report join the catalog. problem (last): why retention cannot act on the table (dropped,
+-- renamed, a column gone: _table_problem), NULL when it can; the facts of such a table are NULL.
 CREATE OR REPLACE FUNCTION pgretention.status(p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (table_name text, class_name text, drop_after interval, anonymise_after interval,
                partition_interval interval, worst_case_overshoot interval, members int,
                partitions int, total_bytes bigint, oldest_row timestamptz, oldest_row_age interval,
                expired_partitions int, default_rows bigint, expired_default_rows bigint, null_time_rows bigint,
                pending_ops int, last_run timestamptz, last_run_status text, last_run_message text,
-               table_id int)
+               table_id int, problem text)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -112,6 +124,19 @@ BEGIN
         partition_interval := t.partition_interval;
         worst_case_overshoot := t.partition_interval + pgretention._setting_value('schedule_max_gap')::interval;
         members := (SELECT count(*) FROM pgretention.class_member m WHERE m.table_id = t.id AND m.class_name = c.class_name);
+        last_run := v_run.started_at;
+        last_run_status := v_run.status;
+        last_run_message := v_run.message;
+        table_id := t.id;
+        problem := pgretention._table_problem(t.id);
+        IF problem IS NOT NULL THEN
+            partitions := NULL; total_bytes := NULL; oldest_row := NULL; oldest_row_age := NULL;
+            expired_partitions := NULL; default_rows := NULL; expired_default_rows := NULL; null_time_rows := NULL;
+            pending_ops := (SELECT count(*) FROM pgretention.partition_op o WHERE o.table_id = t.id
+                            AND o.class_name = c.class_name AND o.state = 'detached');
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
         SELECT count(*) FILTER (WHERE NOT x.is_default), coalesce(sum(pg_total_relation_size(x.leaf)), 0),
                count(*) FILTER (WHERE NOT x.is_default AND x.upper_abs <= v_now - pgretention._leaf_drop_after(t.id, c.class_name))
           INTO partitions, total_bytes, expired_partitions
@@ -146,10 +171,6 @@ BEGIN
         oldest_row_age := v_now - oldest_row;
         pending_ops := (SELECT count(*) FROM pgretention.partition_op o WHERE o.table_id = t.id
                         AND o.class_name = c.class_name AND o.state = 'detached');
-        last_run := v_run.started_at;
-        last_run_status := v_run.status;
-        last_run_message := v_run.message;
-        table_id := t.id;
         RETURN NEXT;
     END LOOP;
 END
@@ -167,6 +188,14 @@ AS $$
 DECLARE
     r record;
 BEGIN
+    -- tables retention cannot act on: a violation each (the rows they hold are kept past their period)
+    FOR r IN SELECT m.id, format('%I.%I', m.table_schema, m.table_name) AS t FROM pgretention.managed_table m
+             ORDER BY m.table_schema, m.table_name LOOP
+        message := pgretention._table_problem(r.id);
+        CONTINUE WHEN message IS NULL;
+        section := 'tables'; severity := 'violation'; object := r.t; check_name := 'table_broken'; value := NULL;
+        RETURN NEXT;
+    END LOOP;
     FOR r IN SELECT * FROM pgretention.report_tables(p_now) LOOP
         section := 'tables';
         object := r.table_name || ':' || r.class_name;

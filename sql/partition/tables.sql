@@ -6,7 +6,9 @@
 -- expired data is therefore whole leaf partitions of that class only: dropping them never touches
 -- another class's rows. Without a class column the table is RANGE-partitioned directly (one class).
 
--- Shared by table_create, table_manage and adoption: validate everything, then register.
+-- Shared by table_create, table_manage and adoption: validate everything, then register. The
+-- caller must act for the table's owner and may name an archive schema only where it may create
+-- tables (core/names.sql).
 CREATE OR REPLACE FUNCTION pgretention._register_table(
     p_schema text, p_name text, p_time_column text, p_interval text, p_classes jsonb,
     p_class_column text, p_default_class text, p_premake int, p_time_zone text,
@@ -26,7 +28,7 @@ DECLARE
     v_id int;
     v_default text;
 BEGIN
-    v_rel := pgretention._relation(p_schema || '.' || p_name);
+    v_rel := pgretention._user_table(p_schema || '.' || p_name);
     PERFORM pgretention._check_ident('time column', p_time_column);
     v_type := pgretention._column_type(v_rel, p_time_column, NULL, false);
     -- epoch seconds in an integer column: tables taken over by adopt (adopt/)
@@ -96,26 +98,25 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_archive_schema IS NOT NULL THEN
-        PERFORM pgretention._check_ident('archive schema', p_archive_schema);
-        IF to_regnamespace(quote_ident(p_archive_schema)) IS NULL THEN
-            RAISE EXCEPTION 'archive schema % does not exist', quote_ident(p_archive_schema)
-                USING ERRCODE = 'invalid_schema_name';
-        END IF;
+        PERFORM pgretention._user_schema(p_archive_schema, 'archive schema');
     END IF;
     IF p_null_time NOT IN ('keep', 'purge') OR p_null_time IS NULL THEN
         RAISE EXCEPTION 'null_time of table % must be keep or purge', v_table USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO pgretention.managed_table (table_schema, table_name, time_column, time_type, time_zone,
+    INSERT INTO pgretention.managed_table (table_schema, table_name, relid, time_column, time_type, time_zone,
         partition_interval, premake, class_column, default_class, min_drop_after, max_drop_after,
         on_expiry, archive_schema, null_time_action)
-    VALUES (p_schema, p_name, p_time_column, v_type, p_time_zone, v_interval, p_premake, p_class_column,
+    VALUES (p_schema, p_name, v_rel, p_time_column, v_type, p_time_zone, v_interval, p_premake, p_class_column,
         v_default, v_min, v_max, p_on_expiry, p_archive_schema, p_null_time)
     RETURNING id INTO v_id;
     RETURN v_id;
 END
 $$;
 
--- Create a new managed table from a column list.
+-- Create a new managed table from a column list. The caller needs CREATE on the schema (which must
+-- not be a reserved one, core/names.sql); the new table is owned by the caller's login
+-- (session_user), like a table it created itself, and its name is lower case. The partitions
+-- pgretention creates under it are owned by the role that installed pgretention, as before.
 
 CREATE OR REPLACE FUNCTION pgretention.table_create(
     p_table text,
@@ -167,8 +168,10 @@ BEGIN
                 USING ERRCODE = 'feature_not_supported';
         END IF;
     END IF;
-    IF to_regnamespace(quote_ident(v_name.schema_name)) IS NULL THEN
-        RAISE EXCEPTION 'schema % does not exist', quote_ident(v_name.schema_name) USING ERRCODE = 'invalid_schema_name';
+    PERFORM pgretention._user_schema(v_name.schema_name);
+    IF v_name.table_name <> lower(v_name.table_name) THEN
+        RAISE EXCEPTION 'invalid table name %: new tables get lower-case names (pgretention does not fold case;'
+            ' SQL without quotes would not find %)', quote_literal(v_qual), v_qual USING ERRCODE = 'invalid_name';
     END IF;
     IF to_regclass(format('%I.%I', v_name.schema_name, v_name.table_name)) IS NOT NULL THEN
         RAISE EXCEPTION 'table %.% already exists: use table_manage for an existing partitioned table',
@@ -187,6 +190,9 @@ BEGIN
             quote_ident(coalesce(p_class_column, p_time_column)), v_name.schema_name, v_name.table_name
             USING ERRCODE = 'undefined_column';
     END;
+    IF session_user <> current_user THEN
+        EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', v_name.schema_name, v_name.table_name, session_user);
+    END IF;
     v_id := pgretention._register_table(v_name.schema_name, v_name.table_name, p_time_column, p_interval,
         p_classes, p_class_column, p_default_class, p_premake, p_time_zone, p_min_drop_after, p_max_drop_after,
         p_on_expiry, p_archive_schema, p_null_time);
@@ -225,7 +231,7 @@ SET TimeZone = 'UTC'
 AS $$
 DECLARE
     v_name record := pgretention._split_name(p_table);
-    v_rel regclass := pgretention._relation(p_table);
+    v_rel regclass := pgretention._user_table(p_table);
     v_key text;
     v_id int;
     v_pm_parent text;
@@ -267,6 +273,8 @@ END
 $$;
 
 -- Stop managing a table; its data and partitions stay, pg_partman's configuration for it goes.
+-- A table that no longer exists under its name (dropped, renamed), or in a schema pgretention may not
+-- act on (taken in by an earlier release), can be released by any admin.
 CREATE OR REPLACE FUNCTION pgretention.table_release(p_table text)
 RETURNS void
 LANGUAGE plpgsql
@@ -276,6 +284,10 @@ AS $$
 DECLARE
     t pgretention.managed_table := pgretention._managed(p_table);
 BEGIN
+    IF to_regclass(format('%I.%I', t.table_schema, t.table_name)) IS NOT NULL
+       AND pgretention._reserved_schema(t.table_schema) IS NULL THEN
+        PERFORM pgretention._user_table(t.table_schema || '.' || t.table_name);
+    END IF;
     PERFORM pgretention._forget_partman(ARRAY(SELECT format('%s.%s', parent_schema, parent_name)
                                               FROM pgretention.retention_class WHERE table_id = t.id));
     DELETE FROM pgretention.managed_table WHERE id = t.id;

@@ -194,7 +194,7 @@ SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 AS $$
 DECLARE
-    t pgretention.managed_table := pgretention._managed(p_table);
+    t pgretention.managed_table := pgretention._managed_own(p_table);
     v_qual text := format('%I.%I', t.table_schema, t.table_name);
     v_interval interval;
     v_premake int;

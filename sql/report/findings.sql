@@ -3,8 +3,9 @@
 -- severity, object, check_name, message, value). Each engine keeps its checks next to its code:
 --   core/jobs.sql            report_check_jobs            late and failed runs
 --   audit/verify.sql         report_check_audit           the audit chain
---   partition/status.sql     report_check_tables          rows past the promise, default rows
+--   partition/status.sql     report_check_tables          rows past the promise, default rows, broken tables
 --   subjects/requests.sql    report_check_subject_requests overdue requests
+--   subjects/tables.sql      report_check_subject_tables  registered tables dropped, renamed, broken
 --   subjects/holds.sql       report_check_holds           holds past their end
 --   anonymiser/rules.sql     report_check_anonymisation   columns without a rule
 --   entity/status.sql        report_check_entity_rules    failed batches, rows past the period

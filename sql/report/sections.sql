@@ -32,7 +32,7 @@ END
 $$;
 
 -- Per managed table and class: the promise (drop_after, worst-case overshoot) and the facts, as
--- status() has them, with the rows that break the period:
+-- status() has them (tables without a problem), with the rows that break the period:
 -- rows_past_period: rows older than drop_after (expected while within the overshoot);
 -- rows_past_overshoot: rows older than drop_after + worst-case overshoot (must be zero).
 CREATE OR REPLACE FUNCTION pgretention.report_tables(p_now timestamptz DEFAULT NULL)
@@ -54,6 +54,7 @@ AS $$
     CROSS JOIN LATERAL pgretention._rows_past(s.table_id, s.class_name, coalesce(p_now, now()) - s.drop_after,
                                               coalesce(p_now, now()) - s.drop_after - s.worst_case_overshoot,
                                               coalesce(p_now, now())) x
+    WHERE s.problem IS NULL  -- a table retention cannot act on is a finding of its own (report_check_tables)
     ORDER BY s.ordinality
 $$;
 
@@ -95,7 +96,7 @@ BEGIN
         RAISE EXCEPTION 'invalid number of histogram buckets %: expected 2 to 500', coalesce(p_buckets::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR s IN SELECT * FROM pgretention.status(v_now) LOOP
+    FOR s IN SELECT * FROM pgretention.status(v_now) x WHERE x.problem IS NULL LOOP
         t := pgretention._table(s.table_id);
         v_filter := pgretention._class_filter(t.id, s.class_name);
         -- the worst-case line falls on a bucket boundary: buckets beyond it hold only violations

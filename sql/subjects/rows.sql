@@ -56,7 +56,7 @@ BEGIN
     IF p_tenant IS NOT NULL AND NOT EXISTS (SELECT FROM pgretention.tenant WHERE name = p_tenant) THEN
         RAISE EXCEPTION 'unknown tenant %', quote_literal(p_tenant) USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOR st IN SELECT * FROM pgretention.subject_table ORDER BY table_schema, table_name LOOP
+    FOR st IN SELECT * FROM pgretention._subject_tables() LOOP  -- dropped tables left out; broken ones raise
         v_cond := pgretention._subject_condition(st.id, v_ids, p_tenant);
         CONTINUE WHEN v_cond IS NULL;
         -- the owner's rows, read with the owner's rights
@@ -91,7 +91,7 @@ DECLARE
     c record;
 BEGIN
     PERFORM pgretention._set_lock_timeout();
-    FOR st IN SELECT * FROM pgretention.subject_table ORDER BY table_schema, table_name LOOP
+    FOR st IN SELECT * FROM pgretention._subject_tables() LOOP  -- dropped tables left out; broken ones raise
         v_cond := pgretention._subject_condition(st.id, p_identifiers, p_tenant);
         CONTINUE WHEN v_cond IS NULL;
         v_hold := pgretention._hold_predicate(st.table_schema, st.table_name, p_now);

@@ -4,7 +4,9 @@
 
 -- Register a table holding personal data: p_columns maps column -> kind, e.g.
 -- {"caller": "phone", "callee": "phone"}. p_erasure: delete the subject's rows, or anonymise them
--- (statutory records: p_anonymise maps further columns to a replacement value or null).
+-- (statutory records: p_anonymise maps further columns to a replacement value or null). Requests
+-- read, delete and update the table with pgretention's rights: the caller must act for its owner,
+-- and system and pgretention tables are refused (_user_table, core/names.sql).
 CREATE OR REPLACE FUNCTION pgretention.subject_table_register(
     p_table text, p_columns jsonb, p_tenant_column text DEFAULT NULL, p_time_column text DEFAULT NULL,
     p_erasure text DEFAULT 'delete', p_anonymise jsonb DEFAULT '{}', p_note text DEFAULT NULL)
@@ -16,7 +18,7 @@ AS $$
 DECLARE
     v_name record := pgretention._split_name(p_table);
     v_qual text := format('%I.%I', v_name.schema_name, v_name.table_name);
-    v_rel regclass := pgretention._relation(p_table);
+    v_rel regclass := pgretention._user_table(p_table, 'subject table');
     v_col text;
     v_kind text;
     v_id int;
@@ -48,19 +50,76 @@ BEGIN
     IF FOUND THEN
         v_time := coalesce(v_time, m.time_column);
     END IF;
-    INSERT INTO pgretention.subject_table (table_schema, table_name, tenant_column, time_column, erasure, anonymise, statutory_note)
-    VALUES (v_name.schema_name, v_name.table_name, p_tenant_column, v_time, p_erasure, p_anonymise, p_note)
-    ON CONFLICT (table_schema, table_name) DO UPDATE SET tenant_column = excluded.tenant_column,
+    INSERT INTO pgretention.subject_table (table_schema, table_name, relid, tenant_column, time_column, erasure, anonymise,
+                                           statutory_note)
+    VALUES (v_name.schema_name, v_name.table_name, v_rel, p_tenant_column, v_time, p_erasure, p_anonymise, p_note)
+    ON CONFLICT (table_schema, table_name) DO UPDATE SET relid = excluded.relid, tenant_column = excluded.tenant_column,
         time_column = excluded.time_column, erasure = excluded.erasure, anonymise = excluded.anonymise,
         statutory_note = excluded.statutory_note
     RETURNING id INTO v_id;
     DELETE FROM pgretention.subject_column WHERE table_id = v_id;
     INSERT INTO pgretention.subject_column (table_id, column_name, kind)
     SELECT v_id, key, value #>> '{}' FROM jsonb_each(p_columns);
+    IF m.id IS NOT NULL THEN
+        PERFORM pgretention._rollup_recheck(m.id);  -- no roll-up may keep what now identifies people
+    END IF;
     PERFORM pgretention._audit('subject.register_table', v_qual,
         jsonb_build_object('columns', p_columns, 'tenant_column', p_tenant_column, 'erasure', p_erasure,
                            'anonymise_columns', (SELECT jsonb_agg(k) FROM jsonb_object_keys(p_anonymise) k)));
     RETURN v_id;
+END
+$$;
+
+-- Stop treating a table as holding personal data: requests no longer look at it. For a table
+-- that still exists the caller must act for its owner; a dropped or renamed one (its name no
+-- longer resolves), or one in a schema pgretention may not act on (registered by an earlier
+-- release), any admin may unregister. Rows kept for it in the hold store stay until their
+-- holds end. Audited.
+CREATE OR REPLACE FUNCTION pgretention.subject_table_unregister(p_table text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st pgretention.subject_table := pgretention._registered(p_table);
+    v_qual text := format('%I.%I', st.table_schema, st.table_name);
+    v_problem text := pgretention._subject_problem(st.id);
+BEGIN
+    IF to_regclass(v_qual) IS NOT NULL AND pgretention._reserved_schema(st.table_schema) IS NULL THEN
+        PERFORM pgretention._user_table(st.table_schema || '.' || st.table_name, 'subject table');
+    END IF;
+    DELETE FROM pgretention.subject_table WHERE id = st.id;
+    PERFORM pgretention._audit('subject.unregister_table', v_qual, jsonb_build_object(
+        'columns', (SELECT coalesce(jsonb_object_agg(c.column_name, c.kind), '{}') FROM pgretention.subject_column c
+                    WHERE c.table_id = st.id),
+        'problem', v_problem));
+END
+$$;
+
+-- The registered tables requests look at: every one whose table exists under its name. A table
+-- that was dropped holds no rows any more and is left out (the report flags it: unregister it);
+-- one that is still there but can no longer be searched (renamed, an identifier column renamed,
+-- in a schema pgretention may not act on) stops the request with an error saying what to fix:
+-- answering without it would report a subject's data as erased or exported while it is kept.
+CREATE OR REPLACE FUNCTION pgretention._subject_tables()
+RETURNS SETOF pgretention.subject_table
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st pgretention.subject_table;
+    v_problem text;
+BEGIN
+    FOR st IN SELECT * FROM pgretention.subject_table s ORDER BY s.table_schema, s.table_name LOOP
+        v_problem := pgretention._subject_problem(st.id);
+        IF v_problem IS NULL THEN
+            RETURN NEXT st;
+        ELSIF NOT pgretention._subject_dropped(st.id) THEN
+            RAISE EXCEPTION 'registered table %.% cannot be searched: %', quote_ident(st.table_schema),
+                quote_ident(st.table_name), v_problem USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+    END LOOP;
 END
 $$;
 
@@ -106,7 +165,8 @@ BEGIN
             -- the parent index: created ON ONLY (no lock on the leaves), then each leaf's index attached
             statement := format('CREATE INDEX IF NOT EXISTS %I ON ONLY %s (%I)', v_idx, v_rel, v_col);
             RETURN NEXT;
-            statement := format('SELECT pgretention._attach_leaf_indexes(%L, %L, %L)', v_rel::text, v_idx, v_col);
+            statement := format('SELECT pgretention._attach_leaf_indexes(%L, %L, %L)',
+                                st.table_schema || '.' || st.table_name, v_idx, v_col);
             RETURN NEXT;
         ELSE
             statement := format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %I ON %s (%I)', v_idx, v_rel, v_col);
@@ -125,15 +185,29 @@ AS $$
                    WHERE i.indrelid = p_rel AND a.attname = p_col)
 $$;
 
--- Attach, level by level, every partition's index on p_col to the parent index p_index.
+-- Attach, level by level, every partition's index on p_col to the parent index p_index (the last
+-- statement of subject_index_ddl). The admin calls it: p_parent must be a table it may act on
+-- (_user_table).
 CREATE OR REPLACE FUNCTION pgretention._attach_leaf_indexes(p_parent text, p_index text, p_col text)
 RETURNS int
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    PERFORM pgretention._check_ident('index', p_index);
+    PERFORM pgretention._check_ident('column', p_col);
+    RETURN pgretention._attach_leaf_indexes_of(pgretention._user_table(p_parent, 'partitioned table'), p_index, p_col);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgretention._attach_leaf_indexes_of(p_parent regclass, p_index text, p_col text)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
-    v_parent regclass := p_parent::regclass;
+    v_parent regclass := p_parent;
     v_pidx regclass;
     r record;
     v_child_idx regclass;
@@ -151,7 +225,7 @@ BEGIN
         IF v_child_idx IS NULL AND r.relkind = 'p' THEN
             EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON ONLY %s (%I)',
                            left(split_part(r.child::text, '.', 2) || '_' || p_col, 50) || '_pgr_idx', r.child, p_col);
-            PERFORM pgretention._attach_leaf_indexes(r.child::text,
+            PERFORM pgretention._attach_leaf_indexes_of(r.child,
                 left(split_part(r.child::text, '.', 2) || '_' || p_col, 50) || '_pgr_idx', p_col);
             SELECT x.indexrelid::regclass INTO v_child_idx FROM pg_index x
             JOIN pg_class k ON k.oid = x.indexrelid
@@ -176,9 +250,42 @@ BEGIN
     IF p_name IS NULL OR btrim(p_name) = '' THEN
         RAISE EXCEPTION 'tenant name must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF p_name ~ pgretention._hidden_chars() THEN
+        RAISE EXCEPTION 'invalid tenant name %: control, invisible and direction-changing characters are not allowed',
+            quote_literal(pgretention._visible(p_name)) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO pgretention.tenant (name) VALUES (p_name) ON CONFLICT DO NOTHING;
     IF FOUND THEN
         PERFORM pgretention._audit('tenant.register', p_name, '{}');
     END IF;
+END
+$$;
+
+-- The report's check of registered tables: one that can no longer be searched (renamed, an
+-- identifier column renamed) is a violation, requests stop on it; one that was dropped is a
+-- warning (nothing left to find; unregister it).
+CREATE OR REPLACE FUNCTION pgretention.report_check_subject_tables(p_now timestamptz)
+RETURNS TABLE (section text, severity text, object text, check_name text, message text, value bigint)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    st pgretention.subject_table;
+BEGIN
+    FOR st IN SELECT * FROM pgretention.subject_table s ORDER BY s.table_schema, s.table_name LOOP
+        message := pgretention._subject_problem(st.id);
+        CONTINUE WHEN message IS NULL;
+        section := 'subject_tables';
+        object := format('%I.%I', st.table_schema, st.table_name);
+        IF pgretention._subject_dropped(st.id) THEN
+            severity := 'warning'; check_name := 'subject_table_dropped';
+        ELSE
+            severity := 'violation'; check_name := 'subject_table_broken';
+            message := message || '; subject requests stop until it is fixed';
+        END IF;
+        value := NULL;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;

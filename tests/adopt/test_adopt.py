@@ -353,15 +353,21 @@ def test_published_voip_legs_with_time_in_key(engine: DB) -> None:
         INSERT INTO public.voip_legs SELECT i, now() - i * interval '10 minutes', md5(i::text)
         FROM generate_series(1, 3000) i;
     """)
-    engine.execute("CREATE ROLE dba_anna LOGIN IN ROLE pgretention_admin; CREATE ROLE ops_olaf LOGIN IN ROLE pgretention_operator")
+    engine.execute("CREATE ROLE dba_anna LOGIN IN ROLE pgretention_admin; CREATE ROLE ops_olaf LOGIN IN ROLE pgretention_operator;"
+                   "CREATE ROLE voip_app; ALTER TABLE public.voip_legs OWNER TO voip_app")
+    adopt = "CALL pgretention.adopt('public.voip_legs', 'setup_time', '6 months', p_interval => '1 hour')"
     try:
-        # least privilege: the operator may not adopt; an admin may, without owning the table
+        # least privilege: the operator may not adopt; an admin may once it acts for the table's owner
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             with psycopg.connect(engine.dsn_as("ops_olaf"), autocommit=True) as ops:
-                ops.execute("CALL pgretention.adopt('public.voip_legs', 'setup_time', '6 months', p_interval => '1 hour')")
+                ops.execute(adopt)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not a member of its owner voip_app"):
+            with psycopg.connect(engine.dsn_as("dba_anna"), autocommit=True) as admin:
+                admin.execute(adopt)
         assert relkind(engine, "public.voip_legs") == "r"
+        engine.execute("GRANT voip_app TO dba_anna")
         with psycopg.connect(engine.dsn_as("dba_anna"), autocommit=True) as admin:
-            admin.execute("CALL pgretention.adopt('public.voip_legs', 'setup_time', '6 months', p_interval => '1 hour')")
+            admin.execute(adopt)
         assert engine.one("SELECT key_choice FROM pgretention.adoption") == "includes_time"
         assert engine.one("SELECT pg_get_constraintdef(oid) FROM pg_constraint"
                           " WHERE conrelid = 'public.voip_legs'::regclass AND contype = 'p'") == "PRIMARY KEY (leg_id, setup_time)"
@@ -376,7 +382,8 @@ def test_published_voip_legs_with_time_in_key(engine: DB) -> None:
         assert engine.all("SELECT prrelid::regclass::text FROM pg_publication_rel") == [("voip_legs",)]
         assert engine.one("SELECT count(*) FROM public.voip_legs") == 3001
     finally:
-        engine.execute("DROP PUBLICATION IF EXISTS dwh; DROP ROLE dba_anna; DROP ROLE ops_olaf")
+        engine.execute("DROP PUBLICATION IF EXISTS dwh; DROP OWNED BY voip_app; DROP ROLE dba_anna; DROP ROLE ops_olaf;"
+                       " DROP ROLE voip_app")
 
 
 # -- a long report holds the table: adoption waits in short attempts, inserts are not held up --------

@@ -191,15 +191,15 @@ def test_killed_backend_during_copy(cdr: DB, how: str) -> None:
 
 def test_rollups_before_drop(cdr: DB) -> None:
     target = cdr.one("SELECT pgretention.rollup_add('public.cdr', 'daily', %s, %s, 3)",
-                     [Jsonb([{"column": "started_at", "trunc": "day"}, {"column": "callee", "prefix": 10}]),
+                     [Jsonb([{"column": "started_at", "trunc": "day"}, {"column": "callee", "prefix": 5}]),
                       Jsonb({"calls": "count", "total_duration": "sum:duration"})])
     assert target == "public.cdr_rollup_daily"
     # a group of two calls (below the minimum size of 3) and one of four
     cdr.execute("INSERT INTO cdr (id, started_at, callee, duration) SELECT -g, date_trunc('day', now() - interval '50 days')"
-                " + interval '1 hour', CASE WHEN g <= 2 THEN '+319999990000' ELSE '+319999980000' END, 10"
+                " + interval '1 hour', CASE WHEN g <= 2 THEN '+319999990000' ELSE '+319899980000' END, 10"
                 " FROM generate_series(1, 6) g")
     raw = {(r[0], r[1]): (r[2], r[3]) for r in cdr.all(
-        "SELECT date_trunc('day', started_at), left(callee, 10), count(*), sum(duration) FROM cdr"
+        "SELECT date_trunc('day', started_at), left(callee, 5), count(*), sum(duration) FROM cdr"
         " WHERE started_at < date_trunc('day', now() - interval '10 days') GROUP BY 1, 2")}
     cdr.execute("SELECT pgretention.class_set('public.cdr', 'all', '10 days')")
     with cdr.connect() as conn:

@@ -14,6 +14,7 @@ error, so not verbatim): those three cases are the explicit tests at the end.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from subprocess import CompletedProcess
@@ -107,10 +108,19 @@ def _unchanged(before: dict[str, Any], after: dict[str, Any]) -> None:
             assert after[key] == before[key], key
 
 
+# the characters pgretention shows as <U+XXXX> in an error (control, invisible, direction-changing:
+# pgretention._hidden_chars in sql/core/names.sql)
+HIDDEN = re.compile("[\u0001-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f"
+                    "\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb"
+                    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]")
+
+
 def _renderings(value: str) -> set[str]:
-    """How an error may quote a value: as given, SQL-quoted (quote_literal, E'' form), Python repr."""
+    """How an error may quote a value: as given, SQL-quoted (quote_literal, E'' form), Python repr,
+    or with its hidden characters as <U+XXXX>."""
     sql_quoted = value.replace("'", "''")
-    return {value, sql_quoted, sql_quoted.replace("\\", "\\\\"), repr(value)[1:-1]}
+    visible = HIDDEN.sub(lambda m: f"<U+{ord(m.group()):04X}>", value)
+    return {value, sql_quoted, sql_quoted.replace("\\", "\\\\"), repr(value)[1:-1], visible, visible.replace("'", "''")}
 
 
 def _names(line: str, value: str, *, table_name: bool = False) -> bool:

@@ -110,9 +110,17 @@ def test_roles(ref: DB) -> None:
         "GRANT pgretention_admin TO ent_admin; GRANT pgretention_operator TO ent_op; GRANT pgretention_auditor TO ent_aud"
     )
     ref.execute("INSERT INTO crm.consent_proof (subject_hash, purpose, given_at) VALUES ('h', 'p', '2020-01-01')")
+    # the admin acts for the owner of the application's tables only once granted its role
+    ref.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'crm_app') THEN CREATE ROLE crm_app; END IF;"
+                " END$$; ALTER TABLE crm.marketing_lead OWNER TO crm_app; REVOKE crm_app FROM ent_admin")
+    rule = ("SELECT pgretention.entity_rule_create('leads2', 'crm.marketing_lead', 'id',"
+            " '[{\"column\": \"collected_at\"}]', '6 months')")
+    with psycopg.connect(ref.dsn_as("ent_admin"), autocommit=True) as admin, pytest.raises(
+            psycopg.errors.InsufficientPrivilege, match="not a member of its owner crm_app"):
+        admin.execute(rule)
+    ref.execute("GRANT crm_app TO ent_admin")
     with psycopg.connect(ref.dsn_as("ent_admin"), autocommit=True) as admin:
-        admin.execute("SELECT pgretention.entity_rule_create('leads2', 'crm.marketing_lead', 'id',"
-                      " '[{\"column\": \"collected_at\"}]', '6 months')")
+        admin.execute(rule)
     with psycopg.connect(ref.dsn_as("ent_op"), autocommit=True) as op:
         op.execute("CALL pgretention.entity_run(%s, 'consent_proofs')", [datetime(2026, 1, 1, tzinfo=UTC)])
         assert op.execute("SELECT count(*) FROM pgretention.entity_notices").fetchone()[0] == 0  # type: ignore[index]

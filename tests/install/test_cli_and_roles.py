@@ -165,7 +165,9 @@ def test_roles(installed: DB) -> None:
         " IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bob') THEN CREATE ROLE bob LOGIN; END IF;"
         " IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'carol') THEN CREATE ROLE carol LOGIN; END IF;"
         " END$$;"
-        "GRANT pgretention_admin TO alice; GRANT pgretention_operator TO bob; GRANT pgretention_auditor TO carol"
+        "GRANT pgretention_admin TO alice; GRANT pgretention_operator TO bob; GRANT pgretention_auditor TO carol;"
+        # the admin creates managed tables where it may create tables (and owns them)
+        "GRANT CREATE ON SCHEMA public TO alice"
     )
     try:
         with psycopg.connect(installed.dsn_as("alice"), autocommit=True) as alice:
