@@ -128,7 +128,7 @@ BEGIN
                            'to', o.range_to, 'rows', coalesce(v_rows, o.rows_estimate), 'rows_counted', v_counted,
                            'bytes', o.bytes,
                            'rows_kept_for_longer_class', v_rescued, 'rows_kept_under_hold', v_held,
-                           'lock_attempts', o.lock_attempts,
+                           'lock_attempts', o.lock_attempts, 'run_id', o.run_id,
                            'missing', v_rel IS NULL));
     RETURN true;
 END
