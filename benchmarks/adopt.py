@@ -94,7 +94,6 @@ def _run(ctx: Context, dsn: str) -> Result:
     with connect(dsn) as conn:
         today = server_today(conn)
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(qualified(TABLE), sql.SQL(CDR_COLUMNS)))
-        conn.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     per_day = rows // DAYS
     load(dsn, [TABLE], plan_days(today, [(DAYS - d, per_day) for d in range(DAYS)]), jobs=ctx.jobs)
     with connect(dsn) as conn:
@@ -131,6 +130,7 @@ def _run(ctx: Context, dsn: str) -> Result:
         lost = loaded + inserted - batch_deleted - total
         # all of the history past drop_after: the engine drops the historical partition whole
         at = cutover_at + timedelta(days=DROP_AFTER_DAYS, hours=1)
+        conn.execute("SELECT pgretention.simulation_enable()")  # a reference time ahead: this session only
         d0 = time.perf_counter()
         conn.execute("CALL pgretention.run(p_now => %s, p_runner => 'bench')", [at])
         drop_ms = (time.perf_counter() - d0) * 1e3

@@ -59,7 +59,6 @@ def run(ctx: Context) -> Result:
         res.params["cluster"] = f"{version}, {workers} workers"
         _drop(conn)
         conn.execute("SET citus.shard_count = 4")
-        conn.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(T_DELETE), sql.SQL(COLUMNS)))
         conn.execute("SELECT create_distributed_table(%s, 'caller')", [T_DELETE])
         conn.execute("SELECT pgretention.table_create(%s, %s, 'started_at', '1 day', %s,"

@@ -94,7 +94,7 @@ def _run(ctx: Context, dsn: str) -> Result:
         with connect(dsn) as conn:
             # warm the backend's function cache without touching the table (not a partition: no-op);
             # the second no-op call times the leaf lookup that precedes the DETACH (no lock held yet)
-            noop = "SELECT pgretention._detach_leaf(%s, 'default', 'pg_class'::regclass, NULL, 1)"
+            noop = "SELECT pgretention._detach_leaf(%s, 'default', 'pg_class'::regclass, now(), NULL, 1)"
             conn.execute(noop, [table_id])
             conn.execute("SELECT pgretention._finish_op(-1)")
             lookup_ms, _ = timed(one, conn, noop, [table_id])
@@ -105,7 +105,7 @@ def _run(ctx: Context, dsn: str) -> Result:
                 lock_ms, op = timed(
                     one,
                     conn,
-                    "SELECT pgretention._detach_leaf(%s, 'default', %s::regclass, NULL, %s)",
+                    "SELECT pgretention._detach_leaf(%s, 'default', %s::regclass, now(), NULL, %s)",
                     [table_id, leaf, attempts],
                 )
             if not op:

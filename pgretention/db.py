@@ -28,6 +28,18 @@ DEFAULT_STATEMENT_TIMEOUT = "15min"
 Conn = psycopg.Connection[Any]
 
 
+# Simulated time (``pgretention --simulate``): every session opened by :func:`connect` asks the
+# server to allow reference times other than the clock in it (``pgretention.simulation_enable()``,
+# which only the installing role may call). Tests and demos only.
+_simulate = False
+
+
+def simulate(on: bool = True) -> None:
+    """Ask for simulated time in the sessions :func:`connect` opens from now on."""
+    global _simulate
+    _simulate = on
+
+
 def build_conninfo(dsn: str | None, **overrides: Any) -> str:
     """Merge ``dsn`` with pgretention's defaults; explicit DSN keys win over defaults."""
     try:
@@ -65,8 +77,17 @@ def connect(
         conn.add_notice_handler(notice_handler)
     if statement_timeout is not None:
         conn.execute("SELECT pg_catalog.set_config('statement_timeout', %s, false)", [statement_timeout])
-        if not autocommit:
-            conn.commit()
+    if _simulate:
+        try:
+            # (where pgretention is not installed there is nothing to allow)
+            found = conn.execute("SELECT pg_catalog.to_regprocedure('pgretention.simulation_enable()')").fetchone()
+            if found is not None and found[0] is not None:
+                conn.execute("SELECT pgretention.simulation_enable()")
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate(exc) from exc
+    if not autocommit and (statement_timeout is not None or _simulate):
+        conn.commit()
     return conn
 
 

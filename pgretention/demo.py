@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> None:
 
         with psycopg.connect(dsn, autocommit=True) as conn:
             # pg_partman premade partitions from now on; give the table 30 months of history
-            conn.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
             for cls in ("eu", "sms", "intl"):
                 conn.execute(
                     "SELECT pgretention._partman_call('create_partition_time', jsonb_build_object("
@@ -94,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         cli(dsn, "request", "create", "erasure", "--phone", "+31 6 0000 0016")
         with psycopg.connect(dsn, autocommit=True) as conn:
             print("\nsimulating the next quarter: one run per week with a reference time")
+            # reference times ahead of the clock: only the installing role, only in this session
+            conn.execute("SELECT pgretention.simulation_enable()")
             conn.execute("INSERT INTO cdr SELECT -100 - g, 'NL', now() + g * interval '1 day', '+31600000000',"
                          " '+12025550000', 60 FROM generate_series(1, 90) g")
             for week in range(1, 14):

@@ -16,17 +16,25 @@ GRANT SELECT ON pgretention.setting, pgretention.job_run TO pgretention_admin, p
 GRANT SELECT ON pgretention.alembic_version TO pgretention_admin, pgretention_operator, pgretention_auditor;
 GRANT EXECUTE ON FUNCTION pgretention.version_info() TO pgretention_admin, pgretention_operator, pgretention_auditor;
 GRANT EXECUTE ON FUNCTION pgretention.setting_set(text, text), pgretention.set_setting(text, text) TO pgretention_admin;
+-- The runners are procedures (SECURITY INVOKER): what they call is granted to the operator. A run
+-- is begun and ended through these; its helpers (below, per engine) take the run's id and accept
+-- it only in the backend that began it (core/jobs.sql). The functions that do the work
+-- (_premake, _detach_leaf, _finish_op, _purge_*, _anon_prepare/copy/swap/finish, _entity_prepare,
+-- _entity_batch, ...) are granted to no one. Simulated time (simulation_enable/disable) is the
+-- installing role's alone.
 GRANT EXECUTE ON FUNCTION
-    pgretention._check_reference_time(timestamptz),
     pgretention._setting_value(text),
     pgretention._managed(text),
     -- called by _managed as the caller: PostgreSQL 17 checks the privilege, 15 folded the call away
     pgretention._split_name(text),
     pgretention._check_ident(text, text),
     pgretention._rule(text),
-    pgretention._job_begin(text, timestamptz, jsonb, boolean),
-    pgretention._job_end(bigint, jsonb, text, text, text, boolean),
-    pgretention._job_settings()
+    pgretention._job_begin(text, timestamptz, text, text),
+    pgretention._job_end(bigint, jsonb),
+    pgretention._job_settings(),
+    pgretention._pause_next(float8, float8),
+    pgretention._waited_enough(int, int, timestamptz, float8),
+    pgretention._ms_since(timestamptz)
     TO pgretention_admin, pgretention_operator;
 
 -- Audit log
@@ -59,23 +67,15 @@ GRANT EXECUTE ON FUNCTION
     pgretention.table_release(text),
     pgretention.release_table(text)
     TO pgretention_admin;
--- run is a procedure (it commits per unit of work); its privileged steps are these functions
+-- run is a procedure (it commits per unit of work); its privileged steps go through _run_work and
+-- _run_step, which take the run's id
 GRANT EXECUTE ON PROCEDURE pgretention.run(timestamptz, text, text) TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION
     pgretention._run_targets(text),
     pgretention._run_steps(text),
-    pgretention._run_items(text, int, text, timestamptz),
-    pgretention._run_step(text, int, text, regclass, bigint, timestamptz, int, bigint, int),
-    pgretention._pending_ops(),
-    pgretention._finish_op(bigint, timestamptz),
+    pgretention._run_work(bigint, text, int, text),
+    pgretention._run_step(bigint, text, int, text, regclass, bigint, int),
     pgretention._finalize_pending_detach(),
-    pgretention._premake(int, text, timestamptz),
-    pgretention._expired_leaves(int, text, timestamptz),
-    pgretention._detach_leaf(int, text, regclass, bigint, int),
-    pgretention._purge_default_batch(int, text, timestamptz, int),
-    pgretention._purge_moved_batch(int, timestamptz, int),
-    pgretention._class_purge_due(int, text, timestamptz),
-    pgretention._purge_class_leaf(int, text, regclass, timestamptz, int),
     pgretention.plan(timestamptz, text)
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION pgretention.status(timestamptz)
@@ -107,21 +107,21 @@ GRANT EXECUTE ON FUNCTION
     pgretention.hold_set(text, text, text, text, text, text, timestamptz, timestamptz, timestamptz),
     pgretention.hold_release(bigint)
     TO pgretention_admin;
+-- a subject's rows are read through a recorded request, audited (subject_rows(bigint),
+-- request_export); subject_rows(jsonb, text) by identifiers is the owner's
 GRANT EXECUTE ON FUNCTION
     pgretention.request_create(text, jsonb, text, timestamptz, text),
     pgretention.request_extend(bigint, timestamptz, text),
-    pgretention.request_export(bigint),
+    pgretention.request_export(bigint, boolean),
     pgretention.request_fulfil(bigint, timestamptz),
     pgretention.request_reject(bigint, text),
-    pgretention.subject_rows(jsonb, text)
+    pgretention.subject_rows(bigint)
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION pgretention.request_overdue(timestamptz), pgretention.overdue_requests_at(timestamptz)
     TO pgretention_admin, pgretention_operator, pgretention_auditor;
 -- applications' roles get is_restricted from the DBA, with USAGE on the schema (subjects/restriction.sql)
 GRANT EXECUTE ON FUNCTION pgretention.is_restricted(text, text)
     TO pgretention_admin, pgretention_operator, pgretention_auditor;
-GRANT EXECUTE ON FUNCTION pgretention._purge_released_holds(timestamptz), pgretention._purge_request_proofs(timestamptz)
-    TO pgretention_admin, pgretention_operator;
 
 -- Compliance report and metrics
 GRANT EXECUTE ON FUNCTION
@@ -156,9 +156,9 @@ GRANT EXECUTE ON PROCEDURE pgretention.entity_run(timestamptz, text, text), pgre
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION
     pgretention._entity_run_rules(text),
-    pgretention._entity_prepare(int, timestamptz),
-    pgretention._entity_batch(int, timestamptz, int, int, bigint),
-    pgretention._entity_rule_error(int, bigint, text),
+    pgretention._entity_run_prepare(bigint, int),
+    pgretention._entity_run_batch(bigint, int, int, int),
+    pgretention._entity_next_limit(int, int, float8, float8, int),
     pgretention.entity_plan(timestamptz, text)
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION pgretention.entity_status(timestamptz)
@@ -179,8 +179,7 @@ GRANT EXECUTE ON FUNCTION
     TO pgretention_admin;
 GRANT EXECUTE ON PROCEDURE pgretention.adopt(text, text, text, text, int, text, text, text, timestamptz)
     TO pgretention_admin;
-GRANT EXECUTE ON FUNCTION pgretention._adopt_purge_batch(int, text, timestamptz, int)
-    TO pgretention_admin, pgretention_operator;
+-- (_adopt_purge_batch is reached through _run_step only)
 
 -- Anonymiser, roll-ups, encrypted fields. Admins and auditors see the epochs of the pseudonym keys,
 -- never the keys.
@@ -196,12 +195,11 @@ GRANT EXECUTE ON FUNCTION
     pgretention.add_rollup(text, text, jsonb, jsonb, int)
     TO pgretention_admin;
 GRANT EXECUTE ON PROCEDURE pgretention.anon_run(timestamptz, text), pgretention.run_anonymiser(timestamptz, text),
-    pgretention._anon_drive(bigint)
+    pgretention._anon_run(bigint, text), pgretention._anon_drive(bigint, bigint)
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION
-    pgretention._anon_open_ops(), pgretention._anon_due(int, text, timestamptz),
-    pgretention._anon_prepare(int, text, regclass, timestamptz), pgretention._anon_copy(bigint),
-    pgretention._anon_swap(bigint), pgretention._anon_finish(bigint),
+    pgretention._anon_open_ops(), pgretention._anon_work(bigint, int, text),
+    pgretention._anon_step(bigint, text, bigint, int, text, regclass),
     pgretention.anon_unruled_columns(int)
     TO pgretention_admin, pgretention_operator;
 GRANT EXECUTE ON FUNCTION pgretention.field_encrypt(text, text), pgretention.encrypt_field(text, text)

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from tests.fix_db import DB
+from tests.fix_db import DB, simulate
 
 UTC = timezone.utc
 CDR_COLUMNS = "id bigint, region text, started_at timestamptz, caller text, callee text, duration int"
@@ -106,7 +106,7 @@ def relativedelta_months(months: int) -> Any:
 
 def daily_cdr(db: DB, *, days: int, rows_per_day: int, drop_after: str = "10 days") -> datetime:
     """A managed CDR table with ``days`` days of calls up to now, one partition a day; returns now."""
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     at: datetime = db.one("SELECT date_trunc('second', now())")
     db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text,"
                " callee text, duration int', 'started_at', '1 day', %s, p_start => %s::timestamptz - make_interval(days => %s))",

@@ -9,7 +9,8 @@ Which PostgreSQL the tests run against, in this order:
 The server (:class:`pgretention.cluster.Server`, shared with the benchmarks) starts once per
 session (fixture ``server``). Each test gets a database of its own:
 ``db`` (empty), ``installed`` (pgretention installed, no pg_cron job) or ``engine`` (installed, and
-reference times in the future allowed, so that a test can simulate the passing of time).
+every session of the test simulates: reference times other than the clock allowed, so that a test
+can simulate the passing of time; see :func:`simulate`).
 :func:`run` and :func:`run_entities` call the partition and the entity engine and return what
 they recorded in ``pgretention.job_run``.
 """
@@ -107,10 +108,16 @@ class DB:
         self.server = server
         self.name = name
         self.dsn = server.conninfo(name)
+        self.simulate = False  # every session of the installing role calls simulation_enable()
 
     def connect(self, **kw: Any) -> psycopg.Connection[Any]:
         kw.setdefault("autocommit", True)
-        return psycopg.connect(self.dsn, **kw)
+        conn = psycopg.connect(self.dsn, **kw)
+        if self.simulate:
+            conn.execute("SELECT pgretention.simulation_enable()")
+            if not conn.autocommit:
+                conn.commit()
+        return conn
 
     def dsn_as(self, user: str) -> str:
         return self.server.conninfo(self.name, user=user)
@@ -131,7 +138,8 @@ class DB:
     def cli(self, *args: str, dsn: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run the real console script against this database."""
         cmd = [sys.executable, "-m", "pgretention", "--dsn", dsn or self.dsn, *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+        env = {**os.environ, "PGRETENTION_SIMULATE": "1"} if self.simulate and dsn is None else None
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
         if check and res.returncode != 0:
             raise AssertionError(f"{cmd} failed ({res.returncode}): {res.stderr}")
         return res
@@ -160,11 +168,18 @@ def installed(db: DB) -> DB:
     return db
 
 
+def simulate(db: DB) -> DB:
+    """From now on every session of the test's installing role (``db.connect``, ``db.cli``) allows
+    reference times other than the clock: it calls ``pgretention.simulation_enable()``, which only
+    the installing role may. Sessions of other roles never simulate."""
+    db.simulate = True
+    return db
+
+
 @pytest.fixture
 def engine(installed: DB) -> DB:
-    """pgretention installed, with reference times in the future allowed (simulated time)."""
-    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
-    return installed
+    """pgretention installed, with simulated time in every session of the installing role."""
+    return simulate(installed)
 
 
 def _remove_cron_jobs(server: Server, dbname: str) -> None:

@@ -14,7 +14,7 @@ import sys
 import click
 import psycopg
 
-from pgretention import __version__
+from pgretention import __version__, db
 from pgretention.cli import (
     adopt,
     anonymiser,
@@ -36,11 +36,15 @@ from pgretention.errors import InvalidInput, PgRetentionError
 @click.option("--dsn", envvar="PGRETENTION_DSN", default=None,
               help="libpq connection string or URI; default: PG* environment variables / service file.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--simulate", is_flag=True, envvar="PGRETENTION_SIMULATE",
+              help="Allow reference times other than the clock (--now) in this command's sessions: tests and demos "
+                   "only; only the installing role may.")
 @click.version_option(__version__, prog_name="pgretention")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None, fmt: str) -> None:
+def cli(ctx: click.Context, dsn: str | None, fmt: str, simulate: bool) -> None:
     """Database-native data retention for PostgreSQL."""
     ctx.obj = Ctx(dsn, fmt)
+    db.simulate(simulate)
 
 
 # one module per engine; each lists its top-level commands in COMMANDS

@@ -147,7 +147,8 @@ Step = Callable[[str, Progress, TaskID], None]
 def last_run(conn: Conn, engine: str | None = None) -> dict[str, Any] | None:
     """The newest ``job_run`` (of ``engine`` when given: the engine its summary names)."""
     found = rows(conn, "SELECT id, status, started_at, finished_at, summary, message FROM pgretention.job_run"
-                       " WHERE %(engine)s::text IS NULL OR summary ->> 'engine' = %(engine)s"
+                       " WHERE %(engine)s::text IS NULL"
+                       " OR summary OPERATOR(pg_catalog.->>) 'engine'::text OPERATOR(pg_catalog.=) %(engine)s::text"
                        " ORDER BY id DESC LIMIT 1", {"engine": engine})
     return found[0] if found else None
 

@@ -126,12 +126,12 @@ def audit_show(ctx: Ctx, since: datetime | None, action: str | None, object_: st
 
 
 @audit_group.command("trim")
-@now_option
 @pass_ctx
-def audit_trim(ctx: Ctx, ref: datetime | None) -> None:
-    """Apply the audit log's own retention (setting audit_keep, 5 years), leaving a checkpoint record."""
+def audit_trim(ctx: Ctx) -> None:
+    """Apply the audit log's own retention (setting audit_keep, 5 years), leaving a checkpoint record.
+    Always by the clock: a simulated reference time never shortens it."""
     with installed(ctx) as conn:
-        removed = int(one(conn, "SELECT pgretention.audit_retention(%s)", [utc(ref)]))
+        removed = int(one(conn, "SELECT pgretention.audit_retention()"))
     emit(ctx, {"removed": removed},
          lambda d: click.echo(f"removed {d['removed']} audit records older than audit_keep"
                               + ("; a checkpoint record keeps the chain verifiable" if d["removed"] else "")))

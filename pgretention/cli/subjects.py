@@ -136,14 +136,10 @@ def request_create(ctx: Ctx, kind: str, phone: tuple[str, ...], email: tuple[str
 
 
 def write_export(conn: psycopg.Connection[Any], request_id: int, out: IO[str]) -> int:
-    """Stream the export document of a request to ``out``; returns the number of rows written."""
-    head = rows(conn, "SELECT id, kind, received_at, tenant, identifiers FROM pgretention.subject_request WHERE id = %s",
-                      [request_id])
-    if not head:
-        raise InvalidInput(f"request {request_id} does not exist")
-    if head[0]["identifiers"] is None:
-        raise InvalidInput(f"request {request_id} is closed and no longer holds its identifiers")
-    meta = {k: head[0][k] for k in ("kind", "received_at", "tenant", "identifiers")}
+    """Stream the export document of a request to ``out``; returns the number of rows written. The
+    rows are read through the request (``subject_rows(request)``), which the server audits."""
+    head = one(conn, "SELECT pgretention.request_export(%s::bigint, false)", [request_id])
+    meta = {k: head[k] for k in ("kind", "received_at", "tenant", "identifiers")}
     out.write(f'{{"request": {request_id}, ')
     out.write(", ".join(f"{json.dumps(k)}: {json.dumps(v, default=json_default)}" for k, v in meta.items()))
     out.write(', "tables": {')
@@ -151,8 +147,7 @@ def write_export(conn: psycopg.Connection[Any], request_id: int, out: IO[str]) -
     current: str | None = None
     with conn.transaction(), conn.cursor(name="pgretention_export") as cur:
         cur.itersize = 2000
-        cur.execute("SELECT table_name, row_data FROM pgretention.subject_rows(%s, %s)",
-                    [Jsonb(head[0]["identifiers"]), head[0]["tenant"]])
+        cur.execute("SELECT table_name, row_data FROM pgretention.subject_rows(%s::bigint)", [request_id])
         for table_name, row in cur:
             if table_name != current:
                 out.write(("]" if current is not None else "") + ("," if current is not None else "")

@@ -33,7 +33,7 @@ CREATE OR REPLACE PROCEDURE pgretention.adopt(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_cfg record := pgretention._job_settings();
+    v_cfg record;
     v_id int;
     v_tid int;
     v_sleep float8;
@@ -43,6 +43,9 @@ DECLARE
     v_hint text;
     v_state text;
 BEGIN
+    -- the caller's search_path is pinned in every transaction (see run.sql, "The procedures of pgretention")
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_cfg := pgretention._job_settings();
     -- 1. CHECK constraint NOT VALID (brief lock, retried)
     v_attempt := 0; v_sleep := 0.01; v_started := pg_catalog.clock_timestamp();
     LOOP
@@ -50,13 +53,14 @@ BEGIN
         v_id := pgretention._adopt_prepare(p_table, p_time_column, p_drop_after, p_interval, p_premake, p_time_zone,
                                            p_key, p_class_column, p_now);
         COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         EXIT WHEN v_id IS NOT NULL;
-        IF v_attempt >= v_cfg.retries OR extract(epoch FROM pg_catalog.clock_timestamp() - v_started) >= v_cfg.max_wait THEN
+        IF pgretention._waited_enough(v_attempt, v_cfg.retries, v_started, v_cfg.max_wait) THEN
             RAISE EXCEPTION 'table % stayed busy: its lock was not granted in % attempts; nothing changed', p_table, v_attempt
                 USING ERRCODE = 'lock_not_available';
         END IF;
         PERFORM pg_catalog.pg_sleep(v_sleep);
-        v_sleep := least(v_sleep * 2, v_cfg.backoff_max);
+        v_sleep := pgretention._pause_next(v_sleep, v_cfg.backoff_max);
     END LOOP;
     -- 2. validate while the application writes
     BEGIN
@@ -65,6 +69,7 @@ BEGIN
         GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT, v_state = RETURNED_SQLSTATE;
     END;
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     IF v_err IS NOT NULL THEN
         PERFORM pgretention._adopt_abandon(v_id, v_err);
         COMMIT;
@@ -80,14 +85,15 @@ BEGIN
             GET STACKED DIAGNOSTICS v_err = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT, v_state = RETURNED_SQLSTATE;
         END;
         COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         EXIT WHEN v_tid IS NOT NULL OR v_err IS NOT NULL;
-        IF v_attempt >= v_cfg.retries OR extract(epoch FROM pg_catalog.clock_timestamp() - v_started) >= v_cfg.max_wait THEN
+        IF pgretention._waited_enough(v_attempt, v_cfg.retries, v_started, v_cfg.max_wait) THEN
             v_err := format('table %s stayed busy: its lock was not granted in %s attempts', p_table, v_attempt);
             v_state := '55P03';
             EXIT;
         END IF;
         PERFORM pg_catalog.pg_sleep(v_sleep);
-        v_sleep := least(v_sleep * 2, v_cfg.backoff_max);
+        v_sleep := pgretention._pause_next(v_sleep, v_cfg.backoff_max);
     END LOOP;
     IF v_err IS NOT NULL THEN
         PERFORM pgretention._adopt_abandon(v_id, v_err);

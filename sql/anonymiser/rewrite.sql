@@ -34,12 +34,11 @@ END
 $$;
 
 -- Partitions of a class past anonymise_after (and not yet past drop_after), not done yet, with
--- no row under a legal hold.
-CREATE OR REPLACE FUNCTION pgretention._anon_due(p_table_id int, p_class text, p_now timestamptz)
+-- no row under a legal hold (only p_only, when given).
+CREATE OR REPLACE FUNCTION pgretention._anon_due_of(p_table_id int, p_class text, p_now timestamptz, p_only regclass)
 RETURNS TABLE (leaf regclass, leaf_schema name, leaf_name name, range_from text, range_to text,
                lower_abs timestamptz, upper_abs timestamptz)
 LANGUAGE plpgsql STABLE
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 AS $$
@@ -51,11 +50,12 @@ DECLARE
 BEGIN
     t := pgretention._table(p_table_id);
     c := pgretention._class(p_table_id, p_class);
-    IF c.anonymise_after IS NULL OR NOT EXISTS (SELECT FROM pgretention.anon_rule WHERE table_id = p_table_id) THEN
+    IF c.anonymise_after IS NULL OR p_now IS NULL OR NOT isfinite(p_now)
+       OR NOT EXISTS (SELECT FROM pgretention.anon_rule WHERE table_id = p_table_id) THEN
         RETURN;
     END IF;
     -- time-first layout: each class rewrites the shared partition for its own rows, in turn
-    FOR l IN SELECT * FROM pgretention._leaves(p_table_id, p_class) x
+    FOR l IN SELECT * FROM pgretention._leaves_of(p_table_id, p_class, p_only) x
              WHERE NOT x.is_default AND x.upper_abs <= p_now - c.anonymise_after AND x.upper_abs > p_now - c.drop_after
                AND NOT EXISTS (SELECT FROM pgretention.anon_op o WHERE o.table_id = p_table_id
                                AND o.class_name = p_class AND o.range_from = x.range_from AND o.state = 'done')
@@ -72,6 +72,14 @@ BEGIN
     END LOOP;
 END
 $$;
+
+CREATE OR REPLACE FUNCTION pgretention._anon_due(p_table_id int, p_class text, p_now timestamptz)
+RETURNS TABLE (leaf regclass, leaf_schema name, leaf_name name, range_from text, range_to text,
+               lower_abs timestamptz, upper_abs timestamptz)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM pgretention._anon_due_of(p_table_id, p_class, p_now, NULL) $$;
 
 -- Trigger on a partition being rewritten: late rows go anonymised into the copy; updates and
 -- deletes wait for the rewrite to finish (they are refused meanwhile).
@@ -104,8 +112,11 @@ BEGIN
 END
 $$;
 
--- Step 1: the empty copy and the capture trigger (bounded lock wait on the partition).
--- Returns the operation id, or NULL when the lock was not granted in time.
+-- Step 1: the empty copy and the capture trigger (bounded lock wait on the partition). The
+-- partition must be due at p_now (_anon_due_of: past anonymise_after, no row under hold),
+-- checked here again whoever listed it; an operation already begun for it is resumed.
+-- Returns the operation id, 0 when the partition is not due, or NULL when the lock was not
+-- granted in time.
 CREATE OR REPLACE FUNCTION pgretention._anon_prepare(p_table_id int, p_class text, p_leaf regclass, p_now timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -117,7 +128,11 @@ DECLARE
     v_id bigint;
     v_copy name;
 BEGIN
-    SELECT * INTO l FROM pgretention._leaves_of(p_table_id, p_class, p_leaf) x;
+    SELECT * INTO l FROM pgretention._anon_due_of(p_table_id, p_class, p_now, p_leaf) x;
+    IF NOT FOUND THEN
+        RAISE NOTICE 'pgretention: partition % is not due for anonymisation at %; left as it is', p_leaf, p_now;
+        RETURN 0;
+    END IF;
     SELECT id INTO v_id FROM pgretention.anon_op WHERE table_id = p_table_id AND class_name = p_class
         AND range_from = l.range_from AND state <> 'done';
     IF FOUND THEN

@@ -6,6 +6,11 @@
 -- mismatch, a moved one as a broken link. The chain head (pgretention.audit_head) reveals records
 -- removed from the end. Old records leave through audit_retention() only, which first appends a
 -- checkpoint record carrying the hash at the cut, so the rest of the chain stays verifiable.
+--
+-- Who and from where: session_role is the session's login role (set by the chain trigger, not by
+-- the writer); application is what the client called itself (application_name), which any client
+-- chooses freely: it is stored as "client:<application_name>", never as a bare name that could
+-- pass for pgretention's own (a record of a run carries the run's id; job_run says which runner).
 
 CREATE OR REPLACE FUNCTION pgretention._audit_record_text(p pgretention.audit_log)
 RETURNS text
@@ -42,6 +47,8 @@ BEGIN
     END IF;
     NEW.id := coalesce(v_head.last_id, 0) + 1;
     NEW.at := clock_timestamp();
+    NEW.session_role := session_user;
+    NEW.application := 'client:' || coalesce(current_setting('application_name', true), '');
     NEW.prev_hash := v_head.last_hash;
     NEW.hash := sha256(coalesce(v_head.last_hash, '\x'::bytea)
                        || convert_to(pgretention._audit_record_text(NEW), 'UTF8'));
@@ -59,22 +66,51 @@ BEGIN
 END
 $$;
 
+-- Is p_xid this transaction or one of its subtransactions? A row this session sees whose writer is
+-- still in progress was written by this transaction (the rows of other transactions in progress
+-- are invisible to it). p_xid is widened to a full transaction id from this transaction's own.
+CREATE OR REPLACE FUNCTION pgretention._xact_is_current(p_xid xid)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_top numeric := pg_current_xact_id()::text::numeric;
+    v_full numeric;
+BEGIN
+    IF p_xid IS NULL THEN
+        RETURN false;
+    END IF;
+    v_full := v_top + (mod(p_xid::text::numeric - mod(v_top, 4294967296) + 6442450944, 4294967296) - 2147483648);
+    RETURN v_full >= 3 AND pg_xact_status(v_full::text::xid8) = 'in progress';
+END
+$$;
+
 -- UPDATE and TRUNCATE are refused to everybody (the table owner and superusers included). DELETE
--- only inside audit_retention(): records before the cut of the checkpoint it has just written.
+-- only of what audit_retention() removes: records before the first kept id of the checkpoint
+-- record that is the chain's head and was written in this same transaction, and only records older
+-- than the checkpoint's cutoff, which is at least a year before now by the clock. Nothing here
+-- trusts a setting of the session: the schema's owner cannot cut recent history without disabling
+-- the trigger (a superuser who disables it and rewrites the whole chain is the documented limit).
 CREATE OR REPLACE FUNCTION pgretention._audit_append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_cut text := nullif(current_setting('pgretention.audit_cut', true), '');
-    v_checkpoint text := nullif(current_setting('pgretention.audit_checkpoint', true), '');
+    v_head pgretention.audit_head;
+    v_cp record;
 BEGIN
-    IF TG_OP = 'DELETE' AND v_cut IS NOT NULL AND v_checkpoint IS NOT NULL AND OLD.id < v_cut::bigint
-       AND EXISTS (SELECT FROM pgretention.audit_log a
-                   WHERE a.id = v_checkpoint::bigint AND a.action = 'audit.checkpoint'
-                     AND (a.details ->> 'first_kept_id')::bigint = v_cut::bigint) THEN
-        RETURN OLD;
+    IF TG_OP = 'DELETE' THEN
+        SELECT * INTO v_head FROM pgretention.audit_head h WHERE h.singleton;
+        SELECT a.xmin AS writer, a.action, a.details INTO v_cp FROM pgretention.audit_log a WHERE a.id = v_head.last_id;
+        IF v_cp.action = 'audit.checkpoint'
+           AND OLD.id < (v_cp.details ->> 'first_kept_id')::bigint
+           AND (v_cp.details ->> 'cutoff')::timestamptz <= now() - interval '1 year'
+           AND OLD.at < (v_cp.details ->> 'cutoff')::timestamptz
+           AND pgretention._xact_is_current(v_cp.writer) THEN
+            RETURN OLD;
+        END IF;
     END IF;
     RAISE EXCEPTION 'pgretention.audit_log is append-only (% refused)', TG_OP
         USING ERRCODE = 'insufficient_privilege';

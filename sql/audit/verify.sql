@@ -40,6 +40,21 @@ BEGIN
         RETURN;
     END IF;
 
+    -- every checkpoint: it cut only records older than the audit log is kept (at least a year
+    -- before its own time); a checkpoint that claims a later cutoff removed records early
+    SELECT c.id, c.at, c.details INTO v_bad FROM pgretention.audit_log c
+    WHERE c.action = 'audit.checkpoint'
+      AND (c.details ->> 'cutoff' IS NULL OR c.details ->> 'keep' IS NULL
+           OR (c.details ->> 'cutoff')::timestamptz > c.at - greatest(interval '1 year', (c.details ->> 'keep')::interval)
+           OR (c.details ->> 'removed_to')::timestamptz >= (c.details ->> 'cutoff')::timestamptz)
+    ORDER BY c.id LIMIT 1;
+    IF FOUND THEN
+        RETURN QUERY SELECT false, v_n, v_bad.id,
+            format('checkpoint record %s removed records younger than the audit log is kept (cutoff %s, written %s)',
+                   v_bad.id, coalesce(v_bad.details ->> 'cutoff', 'missing'), v_bad.at);
+        RETURN;
+    END IF;
+
     -- every record: its hash covers its content and its stored link; its link is the previous hash
     SELECT x.* INTO v_bad FROM (
         SELECT a.id, a.prev_hash, a.hash,
@@ -127,7 +142,9 @@ $$;
 -- The audit log's own retention (setting audit_keep, default 5 years, never less than 1 year):
 -- appends one checkpoint record carrying the hash at the cut (the hash of the last removed
 -- record, which the first kept record links to), then removes the records before the cut.
--- Returns the number of records removed.
+-- Measured against the clock, always: p_now may only be NULL or the clock (a simulated reference
+-- time is refused here; audit_verify flags a checkpoint that cut records younger than audit_keep,
+-- and the append-only trigger refuses to delete them). Returns the number of records removed.
 CREATE OR REPLACE FUNCTION pgretention.audit_retention(p_now timestamptz DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -147,9 +164,11 @@ DECLARE
     v_checkpoint bigint;
     v_deleted bigint;
 BEGIN
-    IF p_now IS NOT NULL THEN
-        PERFORM pgretention._check_reference_time(p_now);
+    IF p_now IS NOT NULL AND p_now NOT BETWEEN now() - interval '1 minute' AND now() + interval '1 minute' THEN
+        RAISE EXCEPTION 'the audit log''s retention is measured against the clock, not %', p_now
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'call pgretention.audit_retention() without a time';
     END IF;
+    v_now := now();
     v_keep := pgretention._parse_interval('setting audit_keep', pgretention._setting_value('audit_keep'));
     IF v_keep < interval '1 year' THEN
         RAISE EXCEPTION 'setting audit_keep is %: the audit log is kept at least 1 year', v_keep
@@ -171,12 +190,10 @@ BEGIN
     v_checkpoint := pgretention._audit('audit.checkpoint', 'pgretention.audit_log', jsonb_build_object(
         'first_kept_id', v_first, 'cut_hash', encode(v_cut_hash, 'hex'), 'records_removed', v_removed,
         'removed_from', v_from, 'removed_to', v_to, 'keep', v_keep::text, 'cutoff', v_cutoff));
-    PERFORM set_config('pgretention.audit_cut', v_first::text, true);
-    PERFORM set_config('pgretention.audit_checkpoint', v_checkpoint::text, true);
+    -- the append-only trigger lets exactly these go: before the checkpoint just written (the chain's
+    -- head, in this transaction) and older than its cutoff
     DELETE FROM pgretention.audit_log a WHERE a.id < v_first;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
-    PERFORM set_config('pgretention.audit_cut', '', true);
-    PERFORM set_config('pgretention.audit_checkpoint', '', true);
     RETURN v_deleted;
 END
 $$;

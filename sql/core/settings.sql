@@ -6,6 +6,7 @@
 --   cron      five cron fields (the CLI and the installer check the schedule fully, with croniter)
 --   text      any value (a row this release does not know, left by an earlier one)
 -- On upgrade an existing value is never overwritten; kind and description follow this file.
+-- (Simulated reference times are not a setting: core/jobs.sql, simulation_enable.)
 INSERT INTO pgretention.setting AS s (name, kind, value, description) VALUES
     ('lock_timeout', 'interval', '20ms', 'lock_timeout for each DDL attempt on a live parent table'),
     ('lock_retries', 'int', '3000', 'attempts per partition before it is left for the next run'),
@@ -15,8 +16,6 @@ INSERT INTO pgretention.setting AS s (name, kind, value, description) VALUES
     ('schedule', 'cron', '7 * * * *', 'pg_cron schedule of the maintenance job (GMT with pg_cron 1.4)'),
     ('schedule_max_gap', 'interval', '1 hour', 'longest gap between two scheduled runs; part of the worst-case overshoot'),
     ('job_history_keep', 'interval', '90 days', 'how long pgretention.job_run rows are kept'),
-    ('allow_future_reference_time', 'bool', 'off',
-     'on: run() may be given a reference time in the future (tests, demos); never in production'),
     ('audit_keep', 'interval', '5 years',
      'retention of the audit log (at least 1 year); older records leave behind a checkpoint record'),
     ('entity_batch_target', 'interval', '50ms',
@@ -101,6 +100,11 @@ AS $$
 DECLARE
     s pgretention.setting;
 BEGIN
+    IF p_name = 'allow_future_reference_time' THEN
+        RAISE EXCEPTION 'setting "allow_future_reference_time" no longer exists: reference times other than the clock are '
+                        'allowed only in a session of the installing role that called pgretention.simulation_enable()'
+            USING ERRCODE = 'undefined_object';
+    END IF;
     s := pgretention._setting_row(p_name, true);
     PERFORM pgretention._check_setting(p_name, s.kind, p_value);
     UPDATE pgretention.setting SET value = p_value WHERE name = p_name;

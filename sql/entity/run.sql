@@ -21,7 +21,8 @@ BEGIN
 END
 $$;
 
--- Build a rule's work set at p_now and refresh its notices. Reads the table without locking rows.
+-- Build a rule's work set at p_now and refresh its notices (first listed at p_now). Reads the table
+-- without locking rows.
 -- Returns the rows due now (after hierarchy and notice checks), and notices listed / cancelled.
 CREATE OR REPLACE FUNCTION pgretention._entity_prepare(p_rule_id int, p_now timestamptz,
     OUT due bigint, OUT listed bigint, OUT cancelled bigint, OUT in_notice bigint)
@@ -200,21 +201,119 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION pgretention._entity_rule_error(p_rule_id int, p_run_id bigint, p_error text)
+-- A rule's work in the run p_run_id, at the run's reference time (the clock, unless the installing
+-- role simulates): these two are what entity_run calls, and the only entity helpers granted to
+-- the operator. The rule must be enabled; its period and notice period come from the catalog; an
+-- error is recorded in the run and on the rule (last_error), the rule's counts in the run's
+-- summary. _entity_prepare and _entity_batch above are granted to no one.
+CREATE OR REPLACE FUNCTION pgretention._entity_rule_of_run(p_rule_id int)
+RETURNS pgretention.entity_rule
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rule pgretention.entity_rule;
+BEGIN
+    SELECT * INTO v_rule FROM pgretention.entity_rule r WHERE r.id = p_rule_id;
+    IF NOT FOUND OR NOT v_rule.enabled THEN
+        RAISE EXCEPTION 'entity rule % does not exist or is disabled', coalesce(p_rule_id::text, 'NULL')
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN v_rule;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgretention._entity_run_error(p_run_id bigint, p_rule pgretention.entity_rule, p_step text,
+                                                         p_error text)
 RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pgretention._job_error(p_run_id, jsonb_build_object('rule', p_rule.rule_name, 'step', p_step, 'error', p_error));
+    UPDATE pgretention.entity_rule r SET last_error = p_error, last_run_id = p_run_id WHERE r.id = p_rule.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgretention._entity_run_prepare(p_run_id bigint, p_rule_id int,
+    OUT due bigint, OUT listed bigint, OUT cancelled bigint, OUT in_notice bigint, OUT failed boolean)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    r pgretention.job_run := pgretention._job_token(p_run_id);
+    v_rule pgretention.entity_rule := pgretention._entity_rule_of_run(p_rule_id);
 BEGIN
-    UPDATE pgretention.entity_rule r SET last_error = p_error, last_run_id = p_run_id WHERE r.id = p_rule_id;
+    failed := false;
+    BEGIN
+        SELECT x.due, x.listed, x.cancelled, x.in_notice INTO due, listed, cancelled, in_notice
+        FROM pgretention._entity_prepare(p_rule_id, r.reference_time) x;
+    EXCEPTION WHEN OTHERS THEN
+        due := NULL; listed := NULL; cancelled := NULL; in_notice := NULL;
+        failed := true;
+        PERFORM pgretention._entity_run_error(p_run_id, v_rule, 'prepare', SQLERRM);
+        RETURN;
+    END;
+    PERFORM pgretention._job_put(p_run_id, ARRAY['rules', v_rule.rule_name], jsonb_build_object(
+        'due', due, 'done', 0, 'batches', 0, 'passes', 1, 'listed', listed, 'cancelled', cancelled,
+        'in_notice', in_notice));
 END
 $$;
 
+-- One batch (see _entity_batch) of at most p_limit keys (capped by entity_batch_max).
+CREATE OR REPLACE FUNCTION pgretention._entity_run_batch(p_run_id bigint, p_rule_id int, p_pass int, p_limit int,
+    OUT picked int, OUT done int, OUT failed boolean)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r pgretention.job_run := pgretention._job_token(p_run_id);
+    v_rule pgretention.entity_rule := pgretention._entity_rule_of_run(p_rule_id);
+    v_limit int := least(greatest(coalesce(p_limit, 1), 1), greatest(1, pgretention._setting_value('entity_batch_max')::int));
+BEGIN
+    failed := false;
+    BEGIN
+        SELECT x.picked, x.done INTO picked, done
+        FROM pgretention._entity_batch(p_rule_id, r.reference_time, greatest(coalesce(p_pass, 0), 0), v_limit, p_run_id) x;
+    EXCEPTION WHEN OTHERS THEN
+        picked := NULL; done := NULL;
+        failed := true;
+        PERFORM pgretention._entity_run_error(p_run_id, v_rule, 'batch', SQLERRM);
+        RETURN;
+    END;
+    IF done > 0 THEN
+        PERFORM pgretention._job_add(p_run_id, ARRAY['rules', v_rule.rule_name, 'done'], done);
+        PERFORM pgretention._job_add(p_run_id, ARRAY['rules', v_rule.rule_name, 'batches'], 1);
+        PERFORM pgretention._job_add(p_run_id, '{totals,rows}', done);
+    END IF;
+    IF picked IS NOT NULL THEN
+        PERFORM pgretention._job_put(p_run_id, ARRAY['rules', v_rule.rule_name, 'passes'], to_jsonb(greatest(
+            coalesce((SELECT (j.summary #>> ARRAY['rules', v_rule.rule_name, 'passes'])::int
+                      FROM pgretention.job_run j WHERE j.id = p_run_id), 1), coalesce(p_pass, 0) + 1)));
+    END IF;
+END
+$$;
+
+-- The next batch size: one batch (its lock hold) should take about p_target_ms. It grows by at
+-- most half when a full batch was quick and shrinks whenever one was slow.
+CREATE OR REPLACE FUNCTION pgretention._entity_next_limit(p_limit int, p_picked int, p_ms float8, p_target_ms float8,
+                                                          p_max int)
+RETURNS int
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN p_picked >= p_limit OR p_ms > p_target_ms
+                THEN greatest(1, least(p_max, (p_limit * least(1.5, p_target_ms / greatest(p_ms, 1.0)))::int))
+                ELSE p_limit END
+$$;
+
 -- The entry point. A procedure (it commits after every batch), hence SECURITY INVOKER without SET
--- clauses; all privileged work happens in the definer functions above. Shares the run lock with
--- pgretention.run: the two never run at the same time in one database (the lock is re-entrant,
--- so pgretention.run may call this procedure).
+-- clauses (see "The procedures of pgretention" in run.sql); all privileged work happens in the
+-- definer functions above, which take the run's id. Shares the run lock with pgretention.run: the
+-- two never run at the same time in one database (the lock is re-entrant, so pgretention.run may
+-- call this procedure; the entity run is then a run of its own in job_run).
 CREATE OR REPLACE PROCEDURE pgretention.entity_run(
     p_now timestamptz DEFAULT NULL,
     p_rule text DEFAULT NULL,
@@ -222,7 +321,6 @@ CREATE OR REPLACE PROCEDURE pgretention.entity_run(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_now timestamptz := coalesce(p_now, pg_catalog.now());
     v_run bigint;
     v_cfg record;
     v_rule record;
@@ -233,28 +331,19 @@ DECLARE
     v_limit int;
     v_attempt int;
     v_sleep float8;
-    v_waited float8;
+    v_started timestamptz;
     v_t0 timestamptz;
     v_ms float8;
-    v_rows bigint := 0;
     v_rule_rows bigint;
-    v_batches bigint;
-    v_errors jsonb := '[]';
-    v_rules jsonb := '{}';
-    v_deferred int := 0;
-    v_status text;
+    v_deferred jsonb := '{}';
     v_gave_up boolean;
-    v_err text;
-    v_nested boolean;
+    v_end pgretention.job_run;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     IF pg_catalog.pg_is_in_recovery() THEN
         RAISE NOTICE 'pgretention: this server is a standby; nothing to do (run on the primary)';
         RETURN;
     END IF;
-    -- already held by this session: called from within pgretention.run
-    v_nested := EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-                        WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.objsubid = 1
-                          AND ((l.classid::int8 << 32) | l.objid::int8) = pg_catalog.hashtext('pgretention.run')::int8);
     IF p_rule IS NOT NULL THEN
         PERFORM pgretention._rule(p_rule);
     END IF;
@@ -262,102 +351,73 @@ BEGIN
         RAISE NOTICE 'pgretention: another run is active in this database; nothing to do';
         RETURN;
     END IF;
-    -- called from within pgretention.run, the running run is the caller's own: left alone
-    v_run := pgretention._job_begin(p_runner, v_now, pg_catalog.jsonb_build_object('engine', 'entity', 'rule', p_rule),
-                                    NOT v_nested);
+    BEGIN
+        v_run := pgretention._job_begin(p_runner, p_now, 'entity', p_rule);
+    EXCEPTION WHEN OTHERS THEN  -- refused (a reference time not the clock): the lock is not kept
+        PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pgretention.run'));
+        RAISE;
+    END;
     v_cfg := pgretention._job_settings();
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     FOR v_rule IN SELECT * FROM pgretention._entity_run_rules(p_rule) LOOP
-        v_err := NULL;
-        BEGIN
-            v_prep := pgretention._entity_prepare(v_rule.rule_id, v_now);
-        EXCEPTION WHEN OTHERS THEN
-            v_err := SQLERRM;
-        END;
-        IF v_err IS NOT NULL THEN
-            v_errors := v_errors || pg_catalog.jsonb_build_object('rule', v_rule.rule_name, 'step', 'prepare', 'error', v_err);
-            PERFORM pgretention._entity_rule_error(v_rule.rule_id, v_run, v_err);
-            COMMIT;
-            CONTINUE;
-        END IF;
+        v_prep := pgretention._entity_run_prepare(v_run, v_rule.rule_id);
         COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        CONTINUE WHEN v_prep.failed;
         RAISE NOTICE 'pgretention: rule %: % rows due, % listed for notice, % notices cancelled, % in notice',
             v_rule.rule_name, v_prep.due, v_prep.listed, v_prep.cancelled, v_prep.in_notice;
         v_rule_rows := 0;
-        v_batches := 0;
-        v_limit := least(100, v_cfg.batch_max);
+        v_limit := pg_catalog.int4smaller(100, v_cfg.batch_max);
         v_gave_up := false;
         v_pass := 0;
-        WHILE v_prep.due > 0 AND v_pass < v_cfg.max_passes AND NOT v_gave_up LOOP
+        WHILE v_prep.due > 0::bigint AND v_pass < v_cfg.max_passes AND NOT v_gave_up LOOP
             v_pass_done := 0;
             LOOP
                 v_attempt := 0;
                 v_sleep := 0.01;
-                v_waited := 0;
+                v_started := pg_catalog.clock_timestamp();
                 LOOP
                     v_attempt := v_attempt + 1;
                     v_t0 := pg_catalog.clock_timestamp();
-                    v_err := NULL;
-                    BEGIN
-                        v_batch := pgretention._entity_batch(v_rule.rule_id, v_now, v_pass, v_limit, v_run);
-                    EXCEPTION WHEN OTHERS THEN
-                        v_err := SQLERRM;
-                    END;
-                    IF v_err IS NOT NULL THEN
-                        v_errors := v_errors || pg_catalog.jsonb_build_object('rule', v_rule.rule_name,
-                            'step', 'batch', 'error', v_err);
-                        PERFORM pgretention._entity_rule_error(v_rule.rule_id, v_run, v_err);
-                        v_gave_up := true;
-                    END IF;
+                    v_batch := pgretention._entity_run_batch(v_run, v_rule.rule_id, v_pass, v_limit);
                     COMMIT;
-                    v_ms := 1000 * extract(epoch FROM pg_catalog.clock_timestamp() - v_t0);
+                    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+                    v_ms := pgretention._ms_since(v_t0);
+                    v_gave_up := v_batch.failed;
                     EXIT WHEN v_gave_up;
                     EXIT WHEN v_batch.picked IS NOT NULL;
                     -- a lock was not granted: the batch rolled back; back off and retry, smaller
-                    v_waited := v_waited + v_sleep;
-                    IF v_attempt >= v_cfg.retries OR v_waited >= v_cfg.max_wait THEN
-                        v_deferred := v_deferred + 1;
+                    IF pgretention._waited_enough(v_attempt, v_cfg.retries, v_started, v_cfg.max_wait) THEN
+                        v_deferred := pg_catalog.jsonb_set(v_deferred, ARRAY[v_rule.rule_name], '1'::jsonb);
                         v_gave_up := true;
                         RAISE NOTICE 'pgretention: rule %: rows busy after % lock attempts; left for the next run',
                             v_rule.rule_name, v_attempt;
                         EXIT;
                     END IF;
                     PERFORM pg_catalog.pg_sleep(v_sleep);
-                    v_sleep := least(v_sleep * 2, v_cfg.backoff_max);
-                    v_limit := greatest(1, v_limit / 2);
+                    v_sleep := pgretention._pause_next(v_sleep, v_cfg.backoff_max);
+                    v_limit := pg_catalog.int4larger(1, v_limit / 2);
                 END LOOP;
                 EXIT WHEN v_gave_up OR v_batch.picked = 0;
-                v_pass_done := v_pass_done + v_batch.done;
-                v_rule_rows := v_rule_rows + v_batch.done;
+                v_pass_done := v_pass_done + v_batch.done::bigint;
+                v_rule_rows := v_rule_rows + v_batch.done::bigint;
                 IF v_batch.done > 0 THEN
-                    v_batches := v_batches + 1;
                     RAISE NOTICE 'pgretention: rule %: % rows in % ms (pass %, % of % due)', v_rule.rule_name,
-                        v_batch.done, round(v_ms::numeric, 1), v_pass, v_rule_rows, v_prep.due;
+                        v_batch.done, pg_catalog.round(v_ms::numeric, 1), v_pass, v_rule_rows, v_prep.due;
                 END IF;
-                -- adapt the batch size so that one batch (its lock hold) takes about the target time
-                -- (grow by at most half when a full batch was quick; shrink whenever one was slow)
-                IF v_batch.picked >= v_limit OR v_ms > v_cfg.target_ms THEN
-                    v_limit := greatest(1, least(v_cfg.batch_max,
-                        (v_limit * least(1.5, v_cfg.target_ms / greatest(v_ms, 1.0)))::int));
-                END IF;
+                v_limit := pgretention._entity_next_limit(v_limit, v_batch.picked, v_ms, v_cfg.target_ms, v_cfg.batch_max);
             END LOOP;
-            EXIT WHEN v_pass_done = 0;
+            EXIT WHEN v_pass_done = 0::bigint;
             v_pass := v_pass + 1;
         END LOOP;
-        v_rows := v_rows + v_rule_rows;
-        v_rules := v_rules || pg_catalog.jsonb_build_object(v_rule.rule_name, pg_catalog.jsonb_build_object(
-            'due', v_prep.due, 'done', v_rule_rows, 'batches', v_batches, 'passes', v_pass + 1,
-            'listed', v_prep.listed, 'cancelled', v_prep.cancelled, 'in_notice', v_prep.in_notice));
     END LOOP;
 
-    v_status := CASE WHEN pg_catalog.jsonb_array_length(v_errors) > 0 THEN 'failed'
-                     WHEN v_deferred > 0 THEN 'partial' ELSE 'ok' END;
-    PERFORM pgretention._job_end(v_run, pg_catalog.jsonb_build_object(
-        'rules', v_rules, 'errors', v_errors, 'totals', pg_catalog.jsonb_build_object('rows', v_rows, 'deferred', v_deferred)),
-        v_status, CASE WHEN v_status = 'failed' THEN v_errors -> 0 ->> 'error' END, 'entity.run', v_rows > 0);
+    v_end := pgretention._job_end(v_run, v_deferred);
     COMMIT;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM pg_catalog.pg_advisory_unlock(pg_catalog.hashtext('pgretention.run'));
-    RAISE NOTICE 'pgretention: entity run % %: % rows', v_run, v_status, v_rows;
+    RAISE NOTICE 'pgretention: entity run % %: % rows', v_run, v_end.status, v_end.summary #>> '{totals,rows}';
 END
 $$;

@@ -56,12 +56,14 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM pgretention._leaves_of(p_table_id, p_class, NULL) $$;
 
--- Partitions of a class whose every row is past drop_after at p_now.
-CREATE OR REPLACE FUNCTION pgretention._expired_leaves(p_table_id int, p_class text, p_now timestamptz)
+-- Partitions of a class whose every row is past drop_after at p_now (only p_only, when given), and
+-- which no table or class hold keeps: what a run detaches, and what _detach_leaf checks again
+-- before it detaches one.
+CREATE OR REPLACE FUNCTION pgretention._expired_leaves_of(p_table_id int, p_class text, p_now timestamptz,
+                                                          p_only regclass)
 RETURNS TABLE (leaf regclass, leaf_schema name, leaf_name name, range_from text, range_to text,
                rows_estimate bigint, bytes bigint)
 LANGUAGE sql STABLE
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET TimeZone = 'UTC'
 AS $$
@@ -69,9 +71,10 @@ AS $$
            greatest(k.reltuples, 0)::bigint, pg_total_relation_size(l.leaf)
     FROM pgretention.retention_class c
     CROSS JOIN LATERAL (SELECT pgretention._leaf_drop_after(p_table_id, p_class) AS drop_after) a
-    CROSS JOIN LATERAL pgretention._leaves(c.table_id, c.class_name) l
+    CROSS JOIN LATERAL pgretention._leaves_of(c.table_id, c.class_name, p_only) l
     JOIN pg_class k ON k.oid = l.leaf
     WHERE c.table_id = p_table_id AND c.class_name = p_class AND pgretention._owns_leaves(p_table_id, p_class)
+      AND isfinite(p_now)
       AND NOT l.is_default AND l.upper_abs IS NOT NULL
       AND l.upper_abs <= p_now - a.drop_after
       -- a table or class hold keeps the whole partition (time-first layout: a hold of any class)
@@ -85,6 +88,14 @@ AS $$
                         AND o.state = 'detached')
     ORDER BY l.upper_abs
 $$;
+
+CREATE OR REPLACE FUNCTION pgretention._expired_leaves(p_table_id int, p_class text, p_now timestamptz)
+RETURNS TABLE (leaf regclass, leaf_schema name, leaf_name name, range_from text, range_to text,
+               rows_estimate bigint, bytes bigint)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM pgretention._expired_leaves_of(p_table_id, p_class, p_now, NULL) $$;
 
 -- Values routed to p_class whose assigned class keeps them longer than p_class does.
 CREATE OR REPLACE FUNCTION pgretention._longer_members(p_table_id int, p_class text)
@@ -102,7 +113,8 @@ $$;
 -- Make sure partitions exist from the one holding p_now up to premake intervals ahead
 -- (pg_partman creates them). New partitions continue the grid of the existing ones (their upper
 -- bounds), so boundaries stay aligned. Returns the number created, or NULL when a lock was not
--- granted in time.
+-- granted in time. p_now is the run's reference time (the clock, unless the installing role
+-- simulates); it must be a point in time, and both loops over the grid are bounded.
 CREATE OR REPLACE FUNCTION pgretention._premake(p_table_id int, p_class text, p_now timestamptz)
 RETURNS int
 LANGUAGE plpgsql
@@ -125,6 +137,10 @@ DECLARE
     v_after int;
     v_steps int := 0;
 BEGIN
+    IF p_now IS NULL OR NOT isfinite(p_now) THEN
+        RAISE EXCEPTION 'premake needs a point in time, not %', coalesce(p_now::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     t := pgretention._table(p_table_id);
     c := pgretention._class(p_table_id, p_class);
     IF to_regclass(format('%I.%I', c.parent_schema, c.parent_name)) IS NULL
@@ -154,7 +170,13 @@ BEGIN
         v_grid := v_grid + t.partition_interval;
         v_steps := v_steps + 1;
     END LOOP;
-    WHILE v_grid <= v_until LOOP
+    IF v_grid + t.partition_interval <= v_now THEN
+        RAISE EXCEPTION '%.%: the last partition ends more than a million partition intervals before %',
+            c.parent_schema, c.parent_name, p_now USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_steps := 0;
+    WHILE v_grid <= v_until AND v_steps <= t.premake + 1 LOOP
+        v_steps := v_steps + 1;
         IF NOT EXISTS (SELECT FROM unnest(v_bounds) b WHERE b @> pgretention._grid_abs(v_grid, t.time_type, t.time_zone)) THEN
             -- pg_partman reads timestamptz values in UTC (this function's TimeZone): pass the grid point
             v_times := v_times || (v_grid AT TIME ZONE 'UTC');

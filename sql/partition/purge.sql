@@ -3,12 +3,17 @@
 -- shorter period, and (time-first layout) delete a class's rows from shared partitions. Each
 -- function is one unit of work in one transaction; run() commits between them. A step that needs
 -- a lock returns NULL when it was not granted (core/batches.sql).
+-- None of them is granted to anyone: a run reaches them through _run_step (run.sql), which takes
+-- the run's id and passes the run's reference time. Each decides itself, from the catalog, what is
+-- expired at that time and what a hold keeps.
 
 -- Detach one expired partition with a bounded lock wait and record it as pending; nothing else
--- happens while the lock on the parent is held. Returns the operation id, 0 when the partition is
--- gone meanwhile, or NULL when the lock was not granted within lock_timeout.
+-- happens while the lock on the parent is held. The partition must be expired at p_now and free of
+-- table and class holds (_expired_leaves_of, checked here again whoever listed it). Returns the
+-- operation id, 0 when the partition is gone meanwhile or not (or no longer) to be detached, or
+-- NULL when the lock was not granted within lock_timeout.
 CREATE OR REPLACE FUNCTION pgretention._detach_leaf(
-    p_table_id int, p_class text, p_leaf regclass, p_run_id bigint, p_attempts int)
+    p_table_id int, p_class text, p_leaf regclass, p_now timestamptz, p_run_id bigint, p_attempts int)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -26,6 +31,11 @@ BEGIN
     SELECT * INTO l FROM pgretention._leaves_of(p_table_id, p_class, p_leaf) x;
     IF NOT FOUND THEN
         RETURN 0;  -- gone meanwhile
+    END IF;
+    IF NOT EXISTS (SELECT FROM pgretention._expired_leaves_of(p_table_id, p_class, p_now, p_leaf)) THEN
+        RAISE NOTICE 'pgretention: partition % of %.% is not expired at % or is under a legal hold; kept',
+            l.leaf_name, t.table_schema, t.table_name, p_now;
+        RETURN 0;
     END IF;
     -- roll-ups are written before the raw data goes (idempotent; outside the parent's lock); in
     -- the time-first layout, of every class still in the partition (those kept the longest)
@@ -119,7 +129,7 @@ BEGIN
                            'to', o.range_to, 'rows', coalesce(v_rows, o.rows_estimate), 'rows_counted', v_counted,
                            'bytes', o.bytes,
                            'rows_kept_for_longer_class', v_rescued, 'rows_kept_under_hold', v_held,
-                           'lock_attempts', o.lock_attempts,
+                           'lock_attempts', o.lock_attempts, 'run_id', o.run_id,
                            'missing', v_rel IS NULL));
     RETURN true;
 END
@@ -223,6 +233,10 @@ DECLARE
     v_n bigint;
     v_done boolean;
 BEGIN
+    IF p_now IS NULL OR NOT isfinite(p_now) THEN
+        RAISE EXCEPTION 'a purge needs a point in time, not %', coalesce(p_now::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     t := pgretention._table(p_table_id);
     SELECT l.leaf INTO v_default FROM pgretention._leaves(p_table_id, p_class) l WHERE l.is_default;
     IF v_default IS NULL THEN
@@ -260,6 +274,10 @@ DECLARE
     v_n bigint;
     v_total bigint := 0;
 BEGIN
+    IF p_now IS NULL OR NOT isfinite(p_now) THEN
+        RAISE EXCEPTION 'a purge needs a point in time, not %', coalesce(p_now::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     t := pgretention._table(p_table_id);
     PERFORM pgretention._set_lock_timeout();
     BEGIN
@@ -330,6 +348,7 @@ SET TimeZone = 'UTC'
 AS $$
 DECLARE
     t pgretention.managed_table;
+    c pgretention.retention_class;
     l record;
     v_cond text := pgretention._class_cond(p_table_id, p_class);
     v_hold text;
@@ -338,8 +357,16 @@ DECLARE
     v_left boolean := false;
 BEGIN
     t := pgretention._table(p_table_id);
+    c := pgretention._class(p_table_id, p_class);
     SELECT * INTO l FROM pgretention._leaves_of(p_table_id, p_class, p_leaf) x;
     IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- only a shared partition wholly past the class's period (whoever listed it)
+    IF t.layout <> 'time' OR l.is_default OR l.upper_abs IS NULL OR NOT isfinite(p_now)
+       OR l.upper_abs > p_now - c.drop_after THEN
+        RAISE NOTICE 'pgretention: partition % of %.% is not past the period of class % at %; kept',
+            l.leaf_name, t.table_schema, t.table_name, p_class, p_now;
         RETURN 0;
     END IF;
     v_hold := pgretention._hold_predicate(t.table_schema, t.table_name, p_now);

@@ -122,6 +122,16 @@ BEGIN
                  GROUP BY subject_kind, time_from, time_to LOOP
             v_range := pgretention._hold_range(v_time, v_type, v_zone, h.time_from, h.time_to);
             FOR c IN SELECT column_name FROM pgretention.subject_column WHERE table_id = st.id AND kind = h.subject_kind LOOP
+                -- a registered column renamed or dropped: nothing of this table can be told held, so
+                -- nothing of it may go (this table's work fails, by name; the other tables' goes on)
+                IF NOT EXISTS (SELECT FROM pg_attribute a
+                               WHERE a.attrelid = to_regclass(format('%I.%I', p_schema, p_table))
+                                 AND a.attname = c.column_name AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                    RAISE EXCEPTION 'column % of %.% (registered for % identifiers) does not exist: rows under a '
+                                    'legal hold cannot be told apart; nothing of the table is removed until it is '
+                                    'registered again', c.column_name, p_schema, p_table, h.subject_kind
+                        USING ERRCODE = 'undefined_column';
+                END IF;
                 -- index-friendly (col = ANY (...) stays a qual the planner can use) and never NULL
                 v_parts := v_parts || format('(t.%I IS NOT NULL AND t.%I::text = ANY (%L::text[])%s)',
                                              c.column_name, c.column_name, h.vals, v_range);
@@ -225,8 +235,10 @@ END
 $$;
 
 -- Rows in the hold store that no active hold covers any more go at the next run (they come from
--- expired partitions). Returns rows deleted.
-CREATE OR REPLACE FUNCTION pgretention._purge_released_holds(p_now timestamptz)
+-- expired partitions). p_now is the run's reference time (run.sql's _run_step; granted to no one).
+-- A table whose holds cannot be evaluated (a registered column renamed) keeps its rows and is
+-- reported (in the run p_run_id, else as a warning); the others go on. Returns rows deleted.
+CREATE OR REPLACE FUNCTION pgretention._purge_released_holds(p_now timestamptz, p_run_id bigint DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -238,13 +250,27 @@ DECLARE
     v_n bigint;
     v_total bigint := 0;
 BEGIN
+    IF p_now IS NULL OR NOT isfinite(p_now) THEN
+        RAISE EXCEPTION 'the hold store is purged at a point in time, not %', coalesce(p_now::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     FOR r IN SELECT DISTINCT table_schema, table_name FROM pgretention.hold_store LOOP
         CONTINUE WHEN to_regclass(format('%I.%I', r.table_schema, r.table_name)) IS NULL;
-        EXECUTE format('DELETE FROM pgretention.hold_store s WHERE s.table_schema = %L AND s.table_name = %L'
-                       ' AND NOT EXISTS (SELECT FROM jsonb_populate_record(NULL::%I.%I, s.row_data) t WHERE %s)',
-                       r.table_schema, r.table_name, r.table_schema, r.table_name,
-                       pgretention._hold_predicate(r.table_schema, r.table_name, p_now, true));
-        GET DIAGNOSTICS v_n = ROW_COUNT;
+        BEGIN
+            EXECUTE format('DELETE FROM pgretention.hold_store s WHERE s.table_schema = %L AND s.table_name = %L'
+                           ' AND NOT EXISTS (SELECT FROM jsonb_populate_record(NULL::%I.%I, s.row_data) t WHERE %s)',
+                           r.table_schema, r.table_name, r.table_schema, r.table_name,
+                           pgretention._hold_predicate(r.table_schema, r.table_name, p_now, true));
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+        EXCEPTION WHEN OTHERS THEN
+            v_n := 0;
+            IF p_run_id IS NOT NULL THEN
+                PERFORM pgretention._job_error(p_run_id, jsonb_build_object(
+                    'table', format('%I.%I', r.table_schema, r.table_name), 'step', 'hold store', 'error', SQLERRM));
+            ELSE
+                RAISE WARNING 'pgretention: hold store rows of %.% kept: %', r.table_schema, r.table_name, SQLERRM;
+            END IF;
+        END;
         v_total := v_total + v_n;
     END LOOP;
     IF v_total > 0 THEN

@@ -71,8 +71,10 @@ BEGIN
 END
 $$;
 
--- The export document of an access request: every row about the subject, per table.
-CREATE OR REPLACE FUNCTION pgretention.request_export(p_request bigint)
+-- The export document of a request: every row about the subject, per table (p_rows false: the
+-- document without the rows, for a client that streams them from subject_rows(request)). Reading
+-- the rows is audited (request.export).
+CREATE OR REPLACE FUNCTION pgretention.request_export(p_request bigint, p_rows boolean DEFAULT true)
 RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -80,24 +82,32 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r pgretention.subject_request;
-    v_tables jsonb;
+    v_tables jsonb := '{}';
+    v_n bigint := 0;
 BEGIN
     r := pgretention._request(p_request);
     IF r.identifiers IS NULL THEN
         RAISE EXCEPTION 'request % is % and no longer holds its identifiers', p_request, r.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    SELECT coalesce(jsonb_object_agg(x.table_name, x.rows), '{}') INTO v_tables
-    FROM (SELECT s.table_name, jsonb_agg(s.row_data) AS rows
-          FROM pgretention.subject_rows(r.identifiers, r.tenant) s GROUP BY s.table_name) x;
+    IF coalesce(p_rows, true) THEN
+        SELECT coalesce(jsonb_object_agg(x.table_name, x.rows), '{}'), coalesce(sum(x.n), 0) INTO v_tables, v_n
+        FROM (SELECT s.table_name, jsonb_agg(s.row_data) AS rows, count(*) AS n
+              FROM pgretention.subject_rows(r.identifiers, r.tenant) s GROUP BY s.table_name) x;
+        PERFORM pgretention._audit('request.export', NULL, jsonb_build_object('request', r.id, 'kind', r.kind,
+            'rows_read', v_n, 'tables', (SELECT count(*) FROM jsonb_object_keys(v_tables)),
+            'identifier_hashes', r.identifier_hashes));
+    END IF;
     RETURN jsonb_build_object('request', r.id, 'kind', r.kind, 'received_at', r.received_at,
-        'generated_at', now(), 'tenant', r.tenant, 'identifiers', r.identifiers, 'tables', v_tables);
+        'generated_at', now(), 'tenant', r.tenant, 'identifiers', r.identifiers)
+        || CASE WHEN coalesce(p_rows, true) THEN jsonb_build_object('tables', v_tables) ELSE '{}' END;
 END
 $$;
 
 -- Carry out a request. access: counts what the export holds (the CLI writes the export first);
 -- erasure: deletes or anonymises everything not under hold; restriction / lift_restriction.
--- Returns the result recorded as proof (counts and reasons, no personal data).
+-- p_now: NULL (the clock) outside a simulation (_check_reference_time). Returns the result
+-- recorded as proof (counts and reasons, no personal data).
 CREATE OR REPLACE FUNCTION pgretention.request_fulfil(p_request bigint, p_now timestamptz DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
@@ -114,6 +124,9 @@ DECLARE
     v_kind text;
     v_value text;
 BEGIN
+    -- the clock, unless the installing role simulates: a time ahead would erase through holds that
+    -- end before it, a time back would date the fulfilment before the deadline
+    PERFORM pgretention._check_reference_time(p_now);
     r := pgretention._request(p_request, true);
     IF r.status <> 'open' THEN
         RAISE EXCEPTION 'request % is already %', p_request, r.status USING ERRCODE = 'object_not_in_prerequisite_state';
@@ -200,7 +213,8 @@ AS $$
     ORDER BY 5
 $$;
 
--- Proof of fulfilment is kept 5 years, then removed. Returns requests removed.
+-- Proof of fulfilment is kept 5 years, then removed (at p_now: the run's reference time, run.sql's
+-- _run_step; granted to no one). Returns requests removed.
 CREATE OR REPLACE FUNCTION pgretention._purge_request_proofs(p_now timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -210,6 +224,10 @@ AS $$
 DECLARE
     v_n bigint;
 BEGIN
+    IF p_now IS NULL OR NOT isfinite(p_now) THEN
+        RAISE EXCEPTION 'proofs are purged at a point in time, not %', coalesce(p_now::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     DELETE FROM pgretention.subject_request WHERE status <> 'open' AND fulfilled_at < p_now - interval '5 years';
     GET DIAGNOSTICS v_n = ROW_COUNT;
     IF v_n > 0 THEN

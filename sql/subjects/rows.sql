@@ -41,7 +41,9 @@ END
 $$;
 
 -- Every row about a subject in every registered table and partition, plus rows kept in the hold
--- store from dropped partitions. Streamed by the CLI for large results.
+-- store from dropped partitions, by identifiers: internal (the owner's; request_export and
+-- request_fulfil read through it). Roles read a subject's rows through a request:
+-- subject_rows(request), below.
 CREATE OR REPLACE FUNCTION pgretention.subject_rows(p_identifiers jsonb, p_tenant text DEFAULT NULL)
 RETURNS TABLE (table_name text, row_data jsonb)
 LANGUAGE plpgsql
@@ -121,5 +123,30 @@ BEGIN
             jsonb_build_object(CASE WHEN st.erasure = 'delete' THEN 'deleted' ELSE 'anonymised' END, v_n, 'held', v_held));
     END LOOP;
     RETURN v_out;
+END
+$$;
+
+-- Every row about the subject of a request (open: it still holds its identifiers), as above;
+-- streamed by the CLI's export. Reading personal data needs a recorded request, and every read is
+-- audited (request.read: the request and how many rows, no personal data).
+CREATE OR REPLACE FUNCTION pgretention.subject_rows(p_request bigint)
+RETURNS TABLE (table_name text, row_data jsonb)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r pgretention.subject_request;
+    v_n bigint;
+BEGIN
+    r := pgretention._request(p_request);
+    IF r.identifiers IS NULL THEN
+        RAISE EXCEPTION 'request % is % and no longer holds its identifiers', p_request, r.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN QUERY SELECT s.table_name, s.row_data FROM pgretention.subject_rows(r.identifiers, r.tenant) s;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    PERFORM pgretention._audit('request.read', NULL, jsonb_build_object('request', r.id, 'kind', r.kind,
+        'rows_read', v_n, 'identifier_hashes', r.identifier_hashes));
 END
 $$;

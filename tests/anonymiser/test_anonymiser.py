@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from tests.fix_catalog import diff, snapshot
 from tests.fix_crash import Victim
-from tests.fix_db import DB
+from tests.fix_db import DB, simulate
 
 UTC = timezone.utc
 COLUMNS = ("id bigint, started_at timestamptz NOT NULL, caller text, callee text, email text, cell_ip inet,"
@@ -24,7 +24,7 @@ RULES = [("caller", "pseudonym", None), ("callee", "e164_prefix", "4"), ("email"
 @pytest.fixture
 def cdr(installed: DB) -> DB:
     db = installed
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     db.execute("SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day', %s, p_start => now() - interval '70 days')",
                [COLUMNS, Jsonb({"all": {"anonymise_after": "30 days", "drop_after": "400 days"}})])
     db.execute("CREATE INDEX ON cdr (caller); CREATE INDEX ON cdr (started_at)")

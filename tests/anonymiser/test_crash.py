@@ -16,7 +16,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.fix_crash import Victim
-from tests.fix_db import DB
+from tests.fix_db import DB, simulate
 
 # -- anonymiser: rewrite-and-swap of every partition past anonymise_after -----------------------------
 ANON_COLUMNS = ("id bigint, started_at timestamptz NOT NULL, caller text, callee text, email text, cell_ip inet,"
@@ -29,7 +29,7 @@ ANON_DAYS, ANON_PER_DAY = 60, 400
 
 def _anon_fixture(db: DB) -> dict[str, Any]:
     """60 days of calls in daily partitions, anonymise after 30 days; the originals kept aside."""
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     at = db.one("SELECT now()")
     db.execute("SELECT pgretention.table_create('public.cdr', %s, 'started_at', '1 day', %s,"
                " p_start => %s::timestamptz - interval '64 days')",

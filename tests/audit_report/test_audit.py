@@ -232,8 +232,14 @@ def test_audit_retention_keeps_chain_verifiable(engine: DB) -> None:
 
 def test_audit_retention_of_everything_leaves_the_checkpoint(engine: DB) -> None:
     ids = _records(engine, 3)
+    # every record older than 5 years (a superuser re-dating and re-chaining them stands in for
+    # five years passing: the retention runs on the clock, whatever the session simulates)
+    tamper(engine, ("UPDATE pgretention.audit_log SET at = at - interval '5 years 3 days'", []))
+    _rechain(engine)
     later = datetime.now(UTC) + timedelta(days=5 * 366 + 2)
-    assert engine.one("SELECT pgretention.audit_retention(%s)", [later]) == len(ids)
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="measured against the clock"):
+        engine.execute("SELECT pgretention.audit_retention(%s)", [later])
+    assert engine.one("SELECT pgretention.audit_retention()") == len(ids)
     rows = engine.all("SELECT id, action FROM pgretention.audit_log ORDER BY id")
     assert rows == [(ids[-1] + 1, "audit.checkpoint")]
     assert verify(engine) == (True, None, None)
@@ -243,7 +249,7 @@ def test_audit_retention_of_everything_leaves_the_checkpoint(engine: DB) -> None
     engine.execute("SELECT pgretention.setting_set('audit_keep', '30 days')")
     mark = last_id(engine)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="at least 1 year"):
-        engine.execute("SELECT pgretention.audit_retention(%s)", [later])
+        engine.execute("SELECT pgretention.audit_retention()")
     assert last_id(engine) == mark
 
 

@@ -19,7 +19,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.fix_cdr import simulate_800_days
-from tests.fix_db import DB, run
+from tests.fix_db import DB, run, simulate
 
 UTC = timezone.utc
 CITUS_DSN = os.environ.get("PGRETENTION_CITUS_DSN", "")
@@ -63,7 +63,7 @@ def citus() -> Iterator[CitusDB]:
     # few shards per table: the simulations create hundreds of partitions
     db.execute("DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET citus.shard_count = 4', current_database()); END$$")
     db.cli("install", check=True)
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     yield db
     clean()
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fix_crash import Victim, durable_commits, immediate_stop_during, needs_local_cluster
-from tests.fix_db import DB
+from tests.fix_db import DB, simulate
 
 UTC = timezone.utc
 
@@ -40,7 +40,7 @@ def _entity_fixture(db: DB) -> dict[str, Any]:
     1001..1100: active. 1101..1120: old parents of the active 1121..1140 (kept by descendants).
     1141..1160: old under legal hold (exempt); 1161..1170: old parents of held 1141..1150 (kept).
     """
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     db.execute(ENTITY_DDL)
     rows: list[tuple[int, int | None, datetime, bool]] = []
     for i in range(1, 1171):

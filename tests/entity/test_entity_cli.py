@@ -5,22 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
 
 import psycopg
 import pytest
 
 from pgretention import installer
-from tests.fix_db import DB
-
-UTC = timezone.utc
+from tests.fix_db import DB, simulate
 
 
 @pytest.fixture
 def ref(installed: DB) -> DB:
     res = installed.cli("install", "--no-cron", "--reference-schema", check=True)
     assert "reference schema crm" in res.stdout, res.stdout
-    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(installed)
     return installed
 
 
@@ -122,7 +119,7 @@ def test_roles(ref: DB) -> None:
     with psycopg.connect(ref.dsn_as("ent_admin"), autocommit=True) as admin:
         admin.execute(rule)
     with psycopg.connect(ref.dsn_as("ent_op"), autocommit=True) as op:
-        op.execute("CALL pgretention.entity_run(%s, 'consent_proofs')", [datetime(2026, 1, 1, tzinfo=UTC)])
+        op.execute("CALL pgretention.entity_run(NULL, 'consent_proofs')")  # the clock: the operator does not simulate
         assert op.execute("SELECT count(*) FROM pgretention.entity_notices").fetchone()[0] == 0  # type: ignore[index]
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             op.execute("SELECT pgretention.entity_rule_drop('leads2')")

@@ -14,7 +14,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from pgretention import installer
-from tests.fix_db import DB, run_entities
+from tests.fix_db import DB, run_entities, simulate
 
 UTC = timezone.utc
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
@@ -23,7 +23,7 @@ T0 = datetime(2020, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def ref(installed: DB) -> DB:
     installer.install(installed.dsn, with_cron=False, reference_schema=True)
-    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(installed)
     return installed
 
 
@@ -385,8 +385,10 @@ def test_run_lock_shared_with_partition_run(ref: DB) -> None:
         assert ref.one("SELECT count(*) FROM crm.consent_proof") == 1
     with ref.connect() as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('pgretention.run'))")
-        outer = conn.execute("INSERT INTO pgretention.job_run (runner, reference_time) VALUES ('test', %s)"
-                             " RETURNING id", [at]).fetchone()
+        # the run of this session, as pgretention.run begins it (bound to this backend)
+        outer = conn.execute("INSERT INTO pgretention.job_run (runner, reference_time, engine, backend_pid, backend_start)"
+                             " SELECT 'test', %s, 'run', a.pid, a.backend_start FROM pg_stat_activity a"
+                             " WHERE a.pid = pg_backend_pid() RETURNING id", [at]).fetchone()
         assert outer is not None
         conn.execute("CALL pgretention.entity_run(%s)", [at])
         assert conn.execute("SELECT status FROM pgretention.job_run WHERE id = %s", [outer[0]]).fetchone() == ("running",)

@@ -13,12 +13,11 @@ from tests.fix_db import DB, run
 from tests.gate.conftest import PHONE, UTC, create_sms
 
 
-@pytest.mark.xfail(strict=True, reason="finding 9: issue 18")
 def test_09_request_fulfil_refuses_a_future_reference_time(engine: DB) -> None:
-    """With allow_future_reference_time off, ``request fulfil --now <90 days ahead>`` is refused as
+    """Without simulated time, ``request fulfil --now <90 days ahead>`` is refused as
     ``run --now`` is: the subject's rows, held until 60 days from now, stay."""
     db = engine
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'off')")
+    db.simulate = False  # the CLI's sessions below do not simulate
     create_sms(db, age_days=5)
     db.execute("SELECT pgretention.subject_table_register('public.sms', '{\"caller\": \"phone\"}')")
     db.execute("SELECT pgretention.hold_set('order', 'ORD-1', 'phone', %s, p_ends_at => now() + interval '60 days')",

@@ -31,7 +31,6 @@ def _long_lock_waits(db: DB) -> None:
 
 
 # -- finding 2a: a table hold set while the run waits for its lock -----------------------------------
-@pytest.mark.xfail(strict=True, reason="finding 2: issue 18")
 def test_02a_table_hold_set_while_the_run_waits_is_honoured(engine: DB) -> None:
     """A regulator's table hold set while the run waits on a reader keeps the held partition."""
     db = engine
@@ -72,7 +71,6 @@ def test_02b_table_hold_on_a_partition_pending_its_drop_is_honoured(engine: DB) 
 
 
 # -- finding 5: a subject hold set while the anonymiser runs ----------------------------------------
-@pytest.mark.xfail(strict=True, reason="finding 5: issue 18")
 def test_05_subject_hold_set_while_the_anonymiser_runs_is_honoured(engine: DB) -> None:
     """A disclosure order on a caller, set while the anonymiser waits on a reader, keeps that caller's
     call in clear (the rewrite of its partition starts after the hold)."""

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.fix_db import DB
+from tests.fix_db import DB, simulate
 
 OLD_NEW = [
     ("create_table", "table_create"), ("manage_table", "table_manage"), ("release_table", "table_release"),
@@ -103,7 +103,7 @@ def state(db: DB) -> tuple[Any, ...]:
 @pytest.fixture
 def cdr(installed: DB) -> DB:
     db = installed
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz, caller text',"
                " 'started_at', '1 day', %s, p_start => now() - interval '10 days', p_premake => 2,"
                " p_null_time => 'purge')", [Jsonb({"all": {"drop_after": "3 days", "anonymise_after": "1 day"}})])
@@ -119,14 +119,14 @@ def test_lock_bounded_steps_return_null_and_change_nothing(cdr: DB) -> None:
     default = db.one("SELECT leaf::text FROM pgretention._leaves(1, 'all') WHERE is_default")
     before = state(db)
     with held(db, "SELECT count(*) FROM public.cdr"):  # a long report: ACCESS SHARE on every partition
-        assert db.one("SELECT pgretention._detach_leaf(1, 'all', %s::regclass, NULL, 1)", [leaf]) is None
+        assert db.one("SELECT pgretention._detach_leaf(1, 'all', %s::regclass, %s, NULL, 1)", [leaf, now]) is None
         assert db.one("SELECT pgretention._premake(1, 'all', %s)", [now + timedelta(days=10)]) is None
         assert state(db) == before
     with held(db, f"LOCK TABLE {default} IN SHARE MODE"):  # deletes wait, reads do not
         assert db.one("SELECT pgretention._purge_default_batch(1, 'all', %s, 100)", [now]) is None
         assert state(db) == before
     # the same steps with nobody in the way: their results
-    op = db.one("SELECT pgretention._detach_leaf(1, 'all', %s::regclass, NULL, 1)", [leaf])
+    op = db.one("SELECT pgretention._detach_leaf(1, 'all', %s::regclass, %s, NULL, 1)", [leaf, now])
     assert op > 0 and db.one("SELECT state FROM pgretention.partition_op WHERE id = %s", [op]) == "detached"
     before = state(db)
     with held(db, f"SELECT count(*) FROM {leaf}"):  # noqa: S608 - somebody still reads the detached partition
@@ -216,13 +216,13 @@ def test_run_retries_a_busy_step_then_leaves_it_for_the_next_run(cdr: DB) -> Non
 # -- settings with a kind ------------------------------------------------------------------------------
 KINDS = {"lock_timeout": "interval", "lock_retries": "int", "retry_backoff_max": "interval",
          "max_lock_wait_total": "interval", "batch_size": "int", "schedule": "cron", "schedule_max_gap": "interval",
-         "job_history_keep": "interval", "allow_future_reference_time": "bool", "audit_keep": "interval",
+         "job_history_keep": "interval", "audit_keep": "interval",
          "entity_batch_target": "interval", "entity_batch_max": "int", "entity_max_passes": "int"}
 
 BAD_VALUES = [
     ("batch_size", "0", "must be a positive integer"),
     ("lock_retries", "12x", "must be a positive integer"),
-    ("allow_future_reference_time", "yes", "must be on or off"),
+    ("allow_future_reference_time", "on", "no longer exists"),
     ("lock_timeout", "soon", "invalid setting lock_timeout 'soon'"),
     ("job_history_keep", "-1 day", "must be positive"),
     ("schedule", "* * *", "must be a cron schedule of five fields"),
@@ -246,7 +246,7 @@ def test_setting_values_are_checked_by_kind(installed: DB, name: str, value: str
 
 
 def test_good_setting_values_are_set_and_audited(installed: DB) -> None:
-    for name, value in (("batch_size", "100"), ("allow_future_reference_time", "on"), ("lock_timeout", "50ms"),
+    for name, value in (("batch_size", "100"), ("entity_max_passes", "8"), ("lock_timeout", "50ms"),
                         ("schedule", "*/15 * * * *"), ("audit_keep", "30 days")):
         installed.execute("SELECT pgretention.setting_set(%s, %s)", [name, value])
         assert installed.one("SELECT value FROM pgretention.setting WHERE name = %s", [name]) == value

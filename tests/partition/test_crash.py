@@ -13,14 +13,14 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.fix_crash import Victim
-from tests.fix_db import DB
+from tests.fix_db import DB, simulate
 
 
 def _purge_fixture(db: DB, days: int = 40, rows_per_day: int = 2000) -> tuple[int, datetime]:
     """Loads ``days`` of rows ending at the load time; returns the row count and that load time (the
     expected counts are computed from it, not from a later clock)."""
     loaded_at = db.one("SELECT now()")
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     db.execute(
         "SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz NOT NULL, caller text',"
         " 'started_at', '1 day', %s, p_start => now() - make_interval(days => %s))",

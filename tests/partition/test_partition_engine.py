@@ -13,7 +13,7 @@ from psycopg import sql
 
 from tests.fix_catalog import diff, snapshot
 from tests.fix_cdr import create_cdr, leaf_at, simulate_800_days
-from tests.fix_db import DB, run
+from tests.fix_db import DB, run, simulate
 
 UTC = timezone.utc
 
@@ -172,7 +172,7 @@ def test_crash_after_detach_is_finished_by_next_run(engine: DB) -> None:
     engine.execute("INSERT INTO cdr (id, started_at) VALUES (1, '2026-01-01 10:00'), (2, '2026-01-05 10:00')")
     leaf = engine.one("SELECT leaf FROM pgretention._expired_leaves(1, 'all', '2026-01-03') LIMIT 1")
     # a runner that died between detach and drop
-    op = engine.one("SELECT pgretention._detach_leaf(1, 'all', %s::regclass, NULL, 1)", [leaf])
+    op = engine.one("SELECT pgretention._detach_leaf(1, 'all', %s::regclass, '2026-01-03', NULL, 1)", [leaf])
     assert engine.one("SELECT state FROM pgretention.partition_op WHERE id = %s", [op]) == "detached"
     assert engine.one("SELECT count(*) FROM cdr") == 1
     assert engine.one("SELECT count(*) FROM pgretention.plan('2026-01-03') WHERE action = 'finish pending drop'") == 1
@@ -366,7 +366,7 @@ def test_premake_continues_the_partition_grid(engine: DB) -> None:
 def test_clock_moving_backwards_deletes_nothing_early(installed: DB) -> None:
     """A run at a later reference time, then one at an earlier time: the second removes nothing more."""
     db = installed
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     start = datetime.now(UTC) - timedelta(days=20)
     db.execute("SELECT pgretention.table_create('public.cdr', 'id bigint, started_at timestamptz', 'started_at',"
                " '1 day', '{\"all\": {\"drop_after\": \"10 days\"}}', p_start => %s)", [start])

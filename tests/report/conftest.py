@@ -20,7 +20,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from pgretention import installer, schedule
-from tests.fix_db import DB, run
+from tests.fix_db import DB, run, simulate
 
 HEARTBEAT = "public.heartbeat"
 
@@ -33,7 +33,7 @@ def reporting(db: DB) -> DB:
         job = adm.execute("SELECT jobid FROM cron.job WHERE jobname = %s", [schedule.job_name(db.name)]).fetchone()
         assert job is not None
         adm.execute("SELECT cron.alter_job(%s, command := 'SELECT 1')", [job[0]])
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     db.execute("SELECT pgretention.table_create(%s, 'id bigint, t timestamptz', 't', '1 day', %s)",
                [HEARTBEAT, Jsonb({"all": {"drop_after": "30 days"}})])
     return db

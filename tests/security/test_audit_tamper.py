@@ -13,8 +13,11 @@ from psycopg.types.json import Jsonb
 from tests.security.fix_roles import Actors, attempt, audit_ids, require, verify_audit
 
 # Internal functions the attacks call by name (update here when internals are renamed).
+# _run_end and _entity_run_end of the review are now one function, _job_end(run, deferred units).
 INTERNAL = {
-    "job_end": ("pgretention", "_job_end"),  # was _run_end and _entity_run_end
+    "run_end": ("pgretention", "_job_end"),
+    "entity_run_end": ("pgretention", "_job_end"),
+    "job_begin": ("pgretention", "_job_begin"),
     "audit": ("pgretention", "_audit"),
 }
 
@@ -38,22 +41,23 @@ def auditor_verifies(actors: Actors) -> tuple[bool, str | None]:
     return bool(rows[0][0]), rows[0][1]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H3: fixed by issue 17")
 @pytest.mark.parametrize("attacker", ["adm", "op_when_simulation_on"])
 def test_h3_audit_log_wiped_and_still_verifies(actors: Actors, attacker: str) -> None:
     """H3: the admin turns on allow_future_reference_time and runs ``audit_retention('2300-01-01')``:
     every record goes, and ``verify_audit`` still says intact. The operator can do the same while
-    the setting is on (as the demo leaves it)."""
+    the setting is on (as the demo leaves it). Simulated time is now the installing role's, per
+    session (``simulation_enable``): here it simulates in a session of its own meanwhile."""
     db = actors.db
     some_history(actors)
-    if attacker != "adm":
-        db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
     before = audit_ids(db)
     outs = []
-    with actors.connect("adm" if attacker == "adm" else "op") as conn:
+    with db.connect() as installer_role, actors.connect("adm" if attacker == "adm" else "op") as conn:
+        if attacker != "adm":
+            installer_role.execute("SELECT pgretention.simulation_enable()")
         outs.append(attempt(conn, "SELECT pgretention.audit_retention('2300-01-01')"))
         if attacker == "adm":
             outs.append(attempt(conn, "SELECT pgretention.setting_set('allow_future_reference_time', 'on')"))
+            outs.append(attempt(conn, "SELECT pgretention.simulation_enable()"))
             outs.append(attempt(conn, "SELECT pgretention.audit_retention('2300-01-01')"))
             outs.append(attempt(conn, "SELECT pgretention.setting_set('allow_future_reference_time', 'off')"))
     removed = sorted(set(before) - set(audit_ids(db)))
@@ -62,7 +66,6 @@ def test_h3_audit_log_wiped_and_still_verifies(actors: Actors, attacker: str) ->
         f"{len(removed)} of {len(before)} records removed and verify_audit says intact; {[str(o) for o in outs]}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_turns_failed_run_into_ok(actors: Actors) -> None:
     """M2: ``_job_end`` (was ``_run_end``) takes status and summary from the caller: the operator marks a failed
     run 'ok' with a summary of its choice."""
@@ -70,41 +73,46 @@ def test_m2_operator_turns_failed_run_into_ok(actors: Actors) -> None:
     rid = db.one("INSERT INTO pgretention.job_run (runner, reference_time, status, finished_at, message, summary)"
                  " VALUES ('cron', now(), 'failed', now(), 'lock wait on public.cdr', '{}') RETURNING id")
     with actors.connect("op") as op:
-        out = attempt(op, call("job_end", "id, %s, 'ok', NULL, 'run', true") + sql.SQL(" FROM pgretention.job_run WHERE status <> 'ok'"),
+        out = attempt(op, call("run_end", "id, %s") + sql.SQL(" FROM pgretention.job_run WHERE status <> 'ok'"),
                       [Jsonb({"totals": {"partitions_dropped": 0, "rows_deleted": 0}, "note": "all good"})])
     row = db.all("SELECT status, message FROM pgretention.job_run WHERE id = %s", [rid])
     assert row == [("failed", "lock wait on public.cdr")], f"job history rewritten: {row}; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_writes_forged_run_audit_record(actors: Actors) -> None:
-    """M2: ``_job_end`` (was ``_run_end``) writes a hash-chained 'run' audit record with a made-up summary (999
-    partitions dropped 'by adm'); the chain verifies."""
+    """M2: ``_run_end`` writes a hash-chained 'run' audit record with a made-up summary (999
+    partitions dropped 'by adm'); the chain verifies. Also tried on a run of the operator's own
+    (``_job_begin`` is granted to it, for ``run()``): whatever it passes, the summary is the run's."""
     db = actors.db
     db.execute("INSERT INTO pgretention.job_run (runner, reference_time) VALUES ('cron', now())")
+    forged_summary = Jsonb({"totals": {"partitions_dropped": 999, "rows_deleted": 12345}, "dropped_by": "adm",
+                            "reason": "DPO instruction 2026-11"})
     with actors.connect("op") as op:
-        out = attempt(op, call("job_end", "1, %s, 'ok', NULL, 'run', true"),
-                      [Jsonb({"totals": {"partitions_dropped": 999, "rows_deleted": 12345}, "dropped_by": "adm",
-                              "reason": "DPO instruction 2026-11"})])
-    forged = db.all("SELECT id, action FROM pgretention.audit_log WHERE details ? 'dropped_by'")
-    assert forged == [], f"forged audit records {forged}; attack {out}; verify {verify_audit(db)}"
+        outs = [attempt(op, call("run_end", "1, %s"), [forged_summary])]
+        own = attempt(op, call("job_begin", "'cron', NULL, 'run', NULL"))
+        outs.append(own)
+        if own.ok:
+            outs.append(attempt(op, call("run_end", "%s, %s"), [own.rows[0][0], forged_summary]))
+            outs.append(attempt(op, call("run_end", "%s, %s"), [own.rows[0][0], Jsonb({"dropped_by": 1})]))
+            outs.append(attempt(op, call("run_end", "%s, %s"), [own.rows[0][0], Jsonb({})]))
+    forged = db.all("SELECT id, action FROM pgretention.audit_log WHERE details::text ~ '(dropped_by|12345|999)'")
+    runs = db.all("SELECT summary FROM pgretention.job_run WHERE summary::text ~ '(dropped_by|12345|999)'")
+    assert forged == [] and runs == [], \
+        f"forged audit records {forged}, runs {runs}; attack {[str(o) for o in outs]}; verify {verify_audit(db)}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M2: fixed by issue 17")
 def test_m2_operator_forges_entity_run_failure(actors: Actors) -> None:
     """M2: ``_job_end`` (was ``_entity_run_end``) marks an entity run failed with a made-up message and audits it."""
     db = actors.db
     rid = db.one("INSERT INTO pgretention.job_run (runner, reference_time, status, finished_at, summary)"
                  " VALUES ('cron', now(), 'ok', now(), '{\"engine\": \"entity\"}') RETURNING id")
     with actors.connect("op") as op:
-        out = attempt(op, call("job_end", "%s, %s, 'failed', 'made-up failure', 'entity.run', true"),
-                      [rid, Jsonb({"totals": {"rows": 5}, "forged": True})])
+        out = attempt(op, call("entity_run_end", "%s, %s"), [rid, Jsonb({"totals": {"rows": 5}, "forged": True})])
     status = db.one("SELECT status FROM pgretention.job_run WHERE id = %s", [rid])
     forged = db.all("SELECT id FROM pgretention.audit_log WHERE details ? 'forged'")
     assert status == "ok" and forged == [], f"entity run now {status}, forged records {forged}; attack {out}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M8: fixed by issue 17")
 def test_m8_owner_cuts_recent_history_without_disabling_triggers(actors: Actors) -> None:
     """M8: the schema owner (the installing role) writes a checkpoint record itself, sets the two
     session settings the append-only trigger trusts and deletes recent records, triggers enabled:
@@ -129,7 +137,6 @@ def test_m8_owner_cuts_recent_history_without_disabling_triggers(actors: Actors)
     assert not removed or not ok, f"{len(removed)} recent records cut and verify_audit says intact; delete {out}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="L8: fixed by issue 17")
 def test_l8_client_chooses_audit_application(actors: Actors) -> None:
     """L8: ``audit_log.application`` is the client's application_name: an operator's session
     records its actions as done by 'cron'."""

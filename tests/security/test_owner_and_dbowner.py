@@ -7,7 +7,11 @@ working (or says loudly that it does not) when one table is changed under it.
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.security.fix_roles import (
@@ -15,8 +19,10 @@ from tests.security.fix_roles import (
     attempt,
     give_table,
     make_app_entities,
+    make_app_events,
     make_cdr,
     make_ledger,
+    make_sms_log,
     payload,
     phone,
     require,
@@ -67,7 +73,6 @@ def test_c3_table_owner_trigger_runs_as_superuser(actors: Actors, path: str) -> 
         assert taken.ok and db.one("SELECT count(*) FROM app.customer WHERE phone = '+31612349999'") == 0, str(out)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="H2: fixed by issue 17")
 @pytest.mark.parametrize("runner", ["cron_job", "cli"])
 def test_h2_database_owner_operator_in_public_hijacks_run(actors: Actors, runner: str) -> None:
     """H2: the database owner -> superuser by an operator ``public.*(integer, numeric)`` that the
@@ -90,6 +95,97 @@ def test_h2_database_owner_operator_in_public_hijacks_run(actors: Actors, runner
     require(db.one("SELECT count(*) FROM app.lead WHERE created_at < now() - interval '2 years'") == 0,
             f"the run reached the entity batches (else the attack was not exercised); run {detail}")
     assert actors.superusers() == [], f"database owner became superuser; run {detail}"
+
+
+# H2, every pair: the types of the procedures' variables and values, and the operators that could
+# apply to them. For each (operator, left, right) that pg_catalog lacks exactly, and would reach by
+# an implicit cast, the database owner plants one in public that makes it a superuser.
+H2_TYPES = ("integer", "bigint", "numeric", "double precision", "text", "name", "interval", "timestamptz",
+            "jsonb", "boolean", "regclass", "oid", "text[]")
+H2_OPERATORS = ("+", "-", "*", "/", "%", "^", "<", "<=", ">", ">=", "=", "<>", "||", "->", "->>", "?", "#>>")
+
+
+def plant_operators(conn: psycopg.Connection[Any]) -> int:
+    """As the database owner: one operator per missing exact (operator, left, right) in public, each
+    an escalation payload. Returns how many. A payload that runs with superuser rights also counts
+    itself in the sequence public.h2_hits and warns with its signature: a procedure that then fails
+    on its (ill-typed) result rolls the escalation back, but a payload of the right type would not."""
+    conn.execute("CREATE SEQUENCE public.h2_hits")
+    do = sql.SQL(
+        "DO $plant$ DECLARE n int := 0; o text; l text; r text; BEGIN"
+        " FOREACH o IN ARRAY {ops}::text[] LOOP FOREACH l IN ARRAY {types}::text[] LOOP"
+        " FOREACH r IN ARRAY {types}::text[] LOOP"
+        "  CONTINUE WHEN EXISTS (SELECT FROM pg_catalog.pg_operator p WHERE p.oprname OPERATOR(pg_catalog.=) o"
+        "   AND p.oprleft OPERATOR(pg_catalog.=) pg_catalog.to_regtype(l)"
+        "   AND p.oprright OPERATOR(pg_catalog.=) pg_catalog.to_regtype(r));"
+        "  n := n OPERATOR(pg_catalog.+) 1;"
+        "  EXECUTE pg_catalog.format('CREATE FUNCTION public.h2_planted_%s(%s, %s) RETURNS boolean"
+        "   LANGUAGE plpgsql AS %L', n, l, r, pg_catalog.replace({body}::text, 'BEGIN',"
+        "   pg_catalog.format('BEGIN IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname"
+        "    OPERATOR(pg_catalog.=) current_user) THEN PERFORM pg_catalog.nextval(''public.h2_hits'');"
+        "    RAISE WARNING ''h2: %s(%s, %s) ran as a superuser''; END IF;', pg_catalog.replace(o, '%', '%%'), l, r)));"
+        "  EXECUTE pg_catalog.format('CREATE OPERATOR public.%s (LEFTARG = %s, RIGHTARG = %s,"
+        "   FUNCTION = public.h2_planted_%s)', o, l, r, n);"
+        " END LOOP; END LOOP; END LOOP;"
+        " PERFORM pg_catalog.set_config('h2.planted', n::text, false); END $plant$"
+    ).format(ops=sql.Literal(list(H2_OPERATORS)), types=sql.Literal(list(H2_TYPES)), body=sql.Literal(payload(DB_OWNER)))
+    conn.execute(do)
+    return int(conn.execute("SELECT current_setting('h2.planted')").fetchone()[0])  # type: ignore[index]
+
+
+def test_h2_planted_operators_for_every_mixed_pair_all_procedures(actors: Actors) -> None:
+    """H2, every pair: the database owner plants an operator for every pair of types the
+    procedures' values could meet (H2_TYPES x H2_OPERATORS, wherever pg_catalog has no exact
+    one); then the installing role, with search_path "$user", public, calls every procedure:
+    run (every partition step, a lock wait and its retries, the housekeeping, the anonymiser and
+    the entity engine), entity_run, anon_run, their deprecated names, and adopt."""
+    db = actors.db
+    make_cdr(db, months=8, rows=800, subject=True)
+    db.execute("SELECT pgretention.hold_set('court order', 'COURT-1', 'phone', %s)", [phone(3)])
+    make_sms_log(db, default_rows=300, days_back=10, anonymise_after="5 days")
+    db.execute("SELECT pgretention.anon_rule_set('public.sms_log', 'sender', 'pseudonym')")
+    make_app_entities(actors, due_leads=5)
+    make_app_events(actors)
+    db.execute("SELECT pgretention.setting_set('lock_retries', '3')")
+    actors.add_dbowner()
+    with actors.connect("dbown") as dbown:
+        planted = plant_operators(dbown)
+    require(planted > 1000, f"operators planted ({planted})")
+    outs = []
+    warnings: list[str] = []
+    with db.connect() as installer_role, db.connect(autocommit=False) as reader:
+        installer_role.add_notice_handler(lambda d: warnings.append(d.message_primary or ""))
+        installer_role.execute("SET search_path = \"$user\", public")
+        # a report holding the sms_log default partition: the run retries, backs off, defers
+        reader.execute("LOCK TABLE public.sms_log_default IN SHARE MODE")
+        outs.append(attempt(installer_role, "CALL pgretention.run(p_table => 'public.sms_log', p_runner => 'cron')"))
+        reader.rollback()
+        for call in ("CALL pgretention.run(p_runner => 'cron')", "CALL pgretention.entity_run()",
+                     "CALL pgretention.anon_run()", "CALL pgretention.run_entities()", "CALL pgretention.run_anonymiser()",
+                     "CALL pgretention.adopt('app.events', 'at', '30 days', p_key => 'local')"):
+            outs.append(attempt(installer_role, call))
+        search_path = installer_role.execute("SHOW search_path").fetchone()
+    cli = [db.cli(*args) for args in (("run",), ("entity", "run"), ("anonymise", "run"), ("plan",), ("status",))]
+    with actors.connect("dbown") as dbown:  # nothing planted may meet the checks below
+        hits = dbown.execute("SELECT last_value FROM public.h2_hits WHERE is_called").fetchall()
+        dbown.execute("DROP SEQUENCE public.h2_hits")
+        dbown.execute("DO $d$ DECLARE f regprocedure; BEGIN FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p"
+                      " WHERE p.proname LIKE 'h2\\_planted\\_%' LOOP EXECUTE pg_catalog.format('DROP FUNCTION %s CASCADE', f);"
+                      " END LOOP; END $d$")
+    ran = [w for w in warnings if w.startswith("h2:")]
+    assert actors.superusers() == [] and hits == [] and ran == [], \
+        f"planted operators ran as a superuser ({hits}): {ran[:10]}; {[str(o) for o in outs]}"
+    # every path ran (else the attack was not exercised)
+    require(all(o.ok for o in outs), f"every procedure ran: {[str(o) for o in outs]}")
+    require(all(c.returncode == 0 for c in cli), f"the CLI ran: {[c.stderr[-300:] for c in cli]}")
+    require(db.one("SELECT count(*) FROM pgretention.adoption WHERE state = 'adopted'") == 1, "app.events adopted")
+    statuses = db.all("SELECT status FROM pgretention.job_run ORDER BY id")
+    require(db.one("SELECT count(*) FROM app.lead WHERE created_at < now() - interval '2 years'") == 0,
+            f"the entity batches ran; {[str(o) for o in outs]}")
+    require(db.one("SELECT count(*) FROM pgretention.anon_op WHERE state = 'done'") > 0, "the anonymiser rewrote")
+    require(db.one("SELECT count(*) FROM pgretention.partition_op WHERE state = 'done'") > 0, "partitions dropped")
+    require(("partial",) in statuses, f"a unit was deferred after its retries: {statuses}")
+    assert search_path == ('"$user", public',), f"the caller's search_path changed: {search_path}"
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason="M3: fixed by issue 17")
@@ -153,3 +249,38 @@ def test_m7_renamed_managed_table_silently_leaves_retention(actors: Actors) -> N
     flagged = [f for f in findings.rows if f[0] in ("violation", "warning") and "ledger" in f"{f[1]} {f[2]}"]
     assert rows_left == 0 or flagged or status != "ok" or not run.ok, \
         f"{rows_left} expired rows kept silently: run {run} status {status}, findings {findings}"
+
+
+def test_m3_broken_table_is_reported_and_the_run_goes_on(actors: Actors) -> None:
+    """M3, the run's part: with an identifier column of a registered table renamed under a subject
+    hold, the run names that table in its errors (and removes nothing of it), and goes on: another
+    table is anonymised, the entity engine deletes its due leads."""
+    db = actors.db
+    classes = {"eu": {"drop_after": "6 months", "members": ["NL", "DE"]}, "sms": {"drop_after": "13 months", "members": ["SMS"]},
+               "intl": {"drop_after": "24 months", "anonymise_after": "1 month"}}
+    make_cdr(db, months=8, rows=800, classes=classes, subject=True)
+    db.execute("SELECT pgretention.anon_rule_set('public.cdr', 'caller', 'pseudonym')")
+    db.execute("SELECT pgretention.hold_set('fraud investigation', 'COURT-1', 'phone', %s)", [phone(5)])
+    make_sms_log(db, default_rows=0, days_back=10, anonymise_after="5 days")
+    db.execute("SELECT pgretention.anon_rule_set('public.sms_log', 'sender', 'pseudonym')")
+    make_app_entities(actors, due_leads=11)
+    give_table(db, "public.cdr", actors["appowner"])
+    cdr_rows = db.one("SELECT count(*) FROM public.cdr")
+    with actors.connect("appowner") as own:  # an ordinary application migration
+        own.execute("ALTER TABLE public.cdr RENAME COLUMN callee TO b_number")
+    with actors.connect("op") as op:
+        run = attempt(op, "CALL pgretention.run()")
+    status, summary = db.all("SELECT status, summary FROM pgretention.job_run WHERE engine = 'run' ORDER BY id DESC LIMIT 1")[0]
+    errors = summary["errors"]
+    assert run.ok, f"run {run}"
+    assert status == "failed" and errors and all("public.cdr" in e.get("table", "") for e in errors), errors
+    assert any("callee" in e["error"] for e in errors), errors
+    # expired partitions may be detached (they are out of the live table), but none is dropped while
+    # its held rows cannot be told apart: every row is still in the table or a detached partition
+    pending = [r[0] for r in db.all("SELECT format('%I.%I', partition_schema, partition_name) FROM pgretention.partition_op"
+                                    " WHERE state = 'detached'")]
+    kept = db.one("SELECT count(*) FROM public.cdr") + sum(
+        db.one(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(p))) for p in pending)
+    assert kept == cdr_rows, f"rows of the broken table removed: {cdr_rows} -> {kept}"
+    assert db.one("SELECT count(*) FROM pgretention.anon_op WHERE state = 'done' AND partition_name LIKE 'sms_log%'") > 0
+    assert db.one("SELECT count(*) FROM app.lead WHERE created_at < now() - interval '2 years'") == 0

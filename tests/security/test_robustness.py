@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from tests.fix_db import simulate
 from tests.security.fix_roles import (
     Actors,
     attempt,
@@ -97,7 +98,7 @@ def test_m4_future_dated_row_blocks_premaking(actors: Actors) -> None:
     db.execute(sql.SQL("GRANT INSERT ON public.clicks TO {}").format(sql.Identifier(actors["evil"])))
     with actors.connect("evil") as evil:
         out = attempt(evil, "INSERT INTO public.clicks VALUES (1, date_trunc('day', now()) + interval '4 days 1 hour')")
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")  # simulate the days ahead
+    simulate(db)  # the installing role simulates the days ahead
     with db.connect() as cron:
         run = attempt(cron, "CALL pgretention.run(now() + interval '2 days')")
     day3 = db.one("SELECT (date_trunc('day', now()) + interval '3 days')::text")

@@ -15,6 +15,9 @@ from tests.security.fix_roles import Actors, attempt, drop_newest_leaf, make_cdr
 # Internal functions the attacks call by name (update here when internals are renamed).
 INTERNAL = {
     "premake": ("pgretention", "_premake"),
+    # granted entry points that took over from _premake and subject_rows(identifiers) (issue 17)
+    "job_begin": ("pgretention", "_job_begin"),
+    "run_step": ("pgretention", "_run_step"),
 }
 
 
@@ -39,6 +42,9 @@ def test_c1_operator_temp_domain_in_partman_call(actors: Actors, entry: str) -> 
         op.execute("CREATE DOMAIN pg_temp.timestamptz AS pg_catalog.timestamptz CHECK (pg_temp.pwn2(VALUE))")
         if entry == "premake_helper":
             out = attempt(op, sql.SQL("SELECT {}(%s, 'eu', now() + interval '5 months')").format(fn("premake")), [tid])
+            if not out.ok:  # _premake is granted to no one now: the same premake through a run of its own
+                out = attempt(op, sql.SQL("SELECT * FROM {}({}('sql', NULL, 'run', NULL), 'premake', %s, 'eu', NULL, NULL, 1)")
+                              .format(fn("run_step"), fn("job_begin")), [tid])
         else:
             out = attempt(op, "CALL pgretention.run()")
     assert actors.superusers() == [], f"operator became superuser; attack {out}"
@@ -69,6 +75,9 @@ def test_c2_admin_reads_password_hashes(actors: Actors) -> None:
         reg = attempt(adm, "SELECT pgretention.subject_table_register('pg_catalog.pg_authid', '{\"rolname\": \"account\"}')")
         out = attempt(adm, "SELECT row_data ->> 'rolname', row_data ->> 'rolpassword'"
                            " FROM pgretention.subject_rows(%s)", [Jsonb({"account": victims})])
+        if not out.ok:  # roles read a subject's rows through a request now (M1)
+            out = attempt(adm, "SELECT row_data ->> 'rolname', row_data ->> 'rolpassword' FROM pgretention.subject_rows("
+                               "pgretention.request_create('access', %s))", [Jsonb({"account": victims})])
     leaked = [r for r in out.rows if r[1]]
     assert leaked == [], f"admin read password hashes (register {reg}): {[(r[0], r[1][:20]) for r in leaked]}"
 
@@ -88,8 +97,11 @@ def test_c2_key_material_read_by_operator(actors: Actors) -> None:
         reg = [attempt(adm, "SELECT pgretention.subject_table_register('pgretention.field_key', '{\"purpose\": \"account\"}')"),
                attempt(adm, "SELECT pgretention.subject_table_register('pgretention.keyring', '{\"purpose\": \"account\"}')")]
     with actors.connect("op") as op:
-        out = attempt(op, "SELECT table_name, row_data::text FROM pgretention.subject_rows("
-                          "'{\"account\": [\"contacts\", \"field:contacts\", \"subject\"]}')")
+        ident = "'{\"account\": [\"contacts\", \"field:contacts\", \"subject\"]}'"
+        out = attempt(op, f"SELECT table_name, row_data::text FROM pgretention.subject_rows({ident})")
+        if not out.ok:  # roles read a subject's rows through a request now (M1)
+            out = attempt(op, "SELECT table_name, row_data::text FROM pgretention.subject_rows("
+                              f"pgretention.request_create('access', {ident}))")
     seen = [k[:12] for k in keys if any(k in r[1] for r in out.rows)]
     assert seen == [], f"operator read key material {seen} (register {[str(r) for r in reg]})"
 

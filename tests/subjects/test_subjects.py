@@ -11,7 +11,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.fix_catalog import diff, snapshot
-from tests.fix_db import DB
+from tests.fix_db import DB, simulate
 
 UTC = timezone.utc
 ALICE = "+31612345678"
@@ -22,7 +22,7 @@ BOB = "+31687654321"
 def telco(installed: DB) -> DB:
     """A CDR table (daily partitions, 30 days), accounts, and invoices kept 10 years for tax law."""
     db = installed
-    db.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(db)
     start = datetime.now(UTC) - timedelta(days=12)
     db.execute(
         "SELECT pgretention.table_create('public.cdr', 'id bigint, tenant text, started_at timestamptz,"

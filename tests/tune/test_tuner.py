@@ -11,7 +11,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from pgretention import generator as g
-from tests.fix_db import DB
+from tests.fix_db import DB, simulate
 
 CLASSES = ('{"eu": {"drop_after": "6 months", "members": ["NL", "DE"]},'
            ' "intl": {"drop_after": "24 months"}}')
@@ -129,7 +129,7 @@ def test_apply_changes_future_partitions_only(installed: DB) -> None:
     assert {c: _leaves(installed, c) for c in ("eu", "intl")} == before
     anchor = before["eu"][-1][1]
     # runs later on: new partitions continue from the last daily one, 6 hours each
-    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(installed)
     ref = anchor - timedelta(hours=13)
     installed.execute("CALL pgretention.run(p_now => %s, p_table => 'public.cdr')", [ref])
     assert installed.one("SELECT status FROM pgretention.job_run ORDER BY id DESC LIMIT 1") == "ok"
@@ -169,7 +169,7 @@ def test_premake_at_an_unaligned_time_continues_the_grid(installed: DB) -> None:
     partition from 05:13 (leaving 00:00-05:13 to the default partition) but continue at midnight."""
     _create(installed, TODAY, classes='{"eu": {"drop_after": "30 days", "members": ["NL"]},'
                                       ' "intl": {"drop_after": "30 days"}}')
-    installed.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+    simulate(installed)
     last = _leaves(installed, "eu")[-1][1]
     for ref in (last - timedelta(days=3, hours=18, minutes=47), last + timedelta(days=2, hours=5, minutes=13)):
         installed.execute("CALL pgretention.run(p_now => %s, p_table => 'public.cdr')", [ref])
