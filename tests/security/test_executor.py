@@ -161,7 +161,7 @@ def test_c3_owner_code_in_partition_engine_runs_as_the_owner(actors: Actors, pat
             db.execute("SELECT pgretention.anon_rule_set('app.log', %s, %s)", [col, method])
     with db.connect() as conn:
         if path == "held_rows":  # ten days on: the partitions of 3 days ago are dropped, the held row kept
-            conn.execute("SELECT pgretention.setting_set('allow_future_reference_time', 'on')")
+            conn.execute("SELECT pgretention.simulation_enable()")
             conn.execute("CALL pgretention.run(p_now => now() + interval '10 days', p_runner => 'test')")
         else:
             conn.execute("CALL pgretention.run(p_runner => 'test')")

@@ -97,11 +97,11 @@ def test_c2_key_material_read_by_operator(actors: Actors) -> None:
         reg = [attempt(adm, "SELECT pgretention.subject_table_register('pgretention.field_key', '{\"purpose\": \"account\"}')"),
                attempt(adm, "SELECT pgretention.subject_table_register('pgretention.keyring', '{\"purpose\": \"account\"}')")]
     with actors.connect("op") as op:
-        ident = "'{\"account\": [\"contacts\", \"field:contacts\", \"subject\"]}'"
-        out = attempt(op, f"SELECT table_name, row_data::text FROM pgretention.subject_rows({ident})")
+        ident = Jsonb({"account": ["contacts", "field:contacts", "subject"]})
+        out = attempt(op, "SELECT table_name, row_data::text FROM pgretention.subject_rows(%s::jsonb)", [ident])
         if not out.ok:  # roles read a subject's rows through a request now (M1)
             out = attempt(op, "SELECT table_name, row_data::text FROM pgretention.subject_rows("
-                              f"pgretention.request_create('access', {ident}))")
+                              "pgretention.request_create('access', %s))", [ident])
     seen = [k[:12] for k in keys if any(k in r[1] for r in out.rows)]
     assert seen == [], f"operator read key material {seen} (register {[str(r) for r in reg]})"
 
