@@ -434,3 +434,106 @@ def version_info(dsn: str | None) -> dict[str, str | None]:
 
 
 __all__ = ["install", "uninstall", "version_info", "ConnectionFailed"]
+
+
+@dataclass
+class Missing:
+    """One thing the connecting role lacks to install and run pgretention, and how to give it."""
+
+    what: str
+    fix: str  # SQL to run as the role named in ``by``, or what to do
+    by: str = "a superuser"
+
+
+def preflight(dsn: str | None, *, tables: tuple[str, ...] = ()) -> list[Missing]:
+    """What the connecting role lacks to install pgretention here and to act on ``tables`` (the
+    tables it is to manage): an empty list when it may go ahead. Reads only; changes nothing.
+    For hosted PostgreSQL without a superuser (docs/install.md, "Without a superuser")."""
+    conn = connect(dsn)
+    try:
+        _check_server(conn)
+        me, me_super, createrole = conn.execute(
+            "SELECT rolname::text, rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()  # type: ignore[misc]
+        dbname = str(_one(conn, "SELECT current_database()"))
+        ident = sql.Identifier
+        out: list[Missing] = []
+
+        def grant(what: str, stmt: sql.Composable, by: str = "a superuser") -> None:
+            out.append(Missing(what, stmt.as_string(conn), by))
+
+        owner = _one(conn, "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = %s", [SCHEMA])
+        if owner is not None and owner != me:
+            out.append(Missing(f"schema {SCHEMA} exists and belongs to role {owner}",
+                               f"connect as {owner} to upgrade it, or drop it after a look at what is in it",
+                               owner))
+        if not me_super and owner is None and not _one(conn, "SELECT has_database_privilege(current_database(), 'CREATE')"):
+            grant(f"CREATE on database {dbname} (for schemas {SCHEMA} and {EXEC_SCHEMA})",
+                  sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(ident(dbname), ident(me)), "the database owner")
+        if not me_super and not createrole:
+            for role in ROLES:
+                if _one(conn, "SELECT count(*) FROM pg_roles WHERE rolname = %s", [role]) == 0:
+                    grant(f"role {role}", sql.SQL("CREATE ROLE {} NOLOGIN").format(ident(role)), "a role with CREATEROLE")
+        for ext in ("pgcrypto", "pg_partman"):
+            row = conn.execute("SELECT n.nspname::text, e.extversion FROM pg_extension e"
+                               " JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = %s", [ext]).fetchone()
+            if row is not None:
+                schema = row[0]
+                if ext == "pg_partman" and not me_super:
+                    # what pg_partman's own docs give a role that runs it without being a superuser:
+                    # its schema (4.x creates template tables there) and its configuration tables
+                    schema_ok = _one(conn, "SELECT has_schema_privilege(%s, 'USAGE')"
+                                           " AND has_schema_privilege(%s, 'CREATE')", [schema, schema])
+                    if not schema_ok:
+                        grant(f"USAGE and CREATE on schema {schema} (pg_partman creates template tables there)",
+                              sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(ident(schema), ident(me)))
+                    if not schema_ok or _one(
+                            conn, "SELECT bool_or(NOT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE'))"
+                                  " FROM pg_class c WHERE c.relnamespace = to_regnamespace(%s)"
+                                  " AND c.relname IN ('part_config', 'part_config_sub')", [schema]):
+                        grant(f"pg_partman's configuration tables ({schema}.part_config, part_config_sub)",
+                              sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}").format(
+                                  ident(schema), ident(me)))
+                continue
+            avail = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = %s", [ext]).fetchone()
+            if avail is None:
+                out.append(Missing(f"extension {ext} is not available on the server",
+                                   f"install the server package that ships {ext}", "the server's administrator"))
+                continue
+            needs_super = _one(conn, "SELECT bool_or(superuser AND NOT trusted) FROM pg_available_extension_versions"
+                                     " WHERE name = %s AND version = %s", [ext, avail[0]])
+            if needs_super and not me_super:
+                target = PARTMAN_SCHEMA if ext == "pg_partman" else SCHEMA
+                grant(f"extension {ext} {avail[0]} needs a superuser to create",
+                      sql.SQL("CREATE SCHEMA IF NOT EXISTS {s}; CREATE EXTENSION {e} SCHEMA {s}").format(
+                          s=ident(target), e=ident(ext)))
+        try:  # pg_cron loaded: its job's database is a setting only some roles may read
+            with conn.transaction():
+                conn.execute("SHOW cron.database_name")
+        except psycopg.errors.InsufficientPrivilege:
+            grant("reading cron.database_name (to schedule and remove the pg_cron job)",
+                  sql.SQL("GRANT pg_read_all_settings TO {}").format(ident(me)))
+        except psycopg.errors.UndefinedObject:
+            pass  # no pg_cron: install says how to schedule runs without it
+        for table in tables:
+            schema_name, _, rel_name = table.rpartition(".")
+            # by name in the catalog: the role may not have USAGE on the table's schema (yet)
+            row = conn.execute("SELECT format('%%I.%%I', n.nspname, c.relname), pg_get_userbyid(c.relowner)::text,"
+                               " pg_has_role(c.relowner, 'MEMBER') FROM pg_class c"
+                               " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                               " WHERE n.nspname = %s AND c.relname = %s", [schema_name or "public", rel_name]).fetchone()
+            if row is None:
+                out.append(Missing(f"table {table} does not exist", "check the name", "you"))
+            elif not me_super:
+                if not row[2]:
+                    grant(f"acting as {row[1]}, the owner of {row[0]} (pgretention runs its statements with the"
+                          " owner's rights)", sql.SQL("GRANT {} TO {}").format(ident(row[1]), ident(me)))
+                partman = _one(conn, "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_partman'")
+                if partman and not _one(conn, "SELECT has_schema_privilege(%s, %s, 'CREATE')", [row[1], partman]):
+                    # pg_partman gives the table's template table (in its schema) to the table's owner
+                    grant(f"CREATE on schema {partman} for {row[1]} (pg_partman gives it the template table of {row[0]})",
+                          sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(ident(partman), ident(row[1])))
+        return out
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    finally:
+        conn.close()

@@ -15,9 +15,28 @@ from pgretention.cli.face import Ctx, confirm, emit, pass_ctx
 @click.option("--schedule", default=None, help="pg_cron schedule, e.g. '7 * * * *'.")
 @click.option("--reference-schema", is_flag=True,
               help="Also create the reference schema crm (accounts, customers, ...) with its retention rules.")
+@click.option("--check", is_flag=True,
+              help="Change nothing: list what the connecting role lacks to install (and the grants that give it).")
+@click.option("--for-table", "for_tables", multiple=True, metavar="TABLE",
+              help="With --check: also check that pgretention may act on this table (repeatable).")
 @pass_ctx
-def install(ctx: Ctx, no_cron: bool, schedule: str | None, reference_schema: bool) -> None:
-    """Install pgretention (idempotent; upgrades an older catalog)."""
+def install(ctx: Ctx, no_cron: bool, schedule: str | None, reference_schema: bool, check: bool,
+            for_tables: tuple[str, ...]) -> None:
+    """Install pgretention (idempotent; upgrades an older catalog). --check: the preflight."""
+    if check or for_tables:
+        missing = installer.preflight(ctx.dsn, tables=for_tables)
+        data_m = [{"missing": m.what, "fix": m.fix, "by": m.by} for m in missing]
+
+        def render_m(d: list[dict[str, str]]) -> None:
+            if not d:
+                click.echo("preflight: nothing missing; this role may install pgretention here")
+            for m in d:
+                click.echo(f"missing: {m['missing']}\n  fix (as {m['by']}): {m['fix']}")
+
+        emit(ctx, data_m, render_m)
+        if missing:
+            raise SystemExit(3)
+        return
     rep = installer.install(ctx.dsn, with_cron=not no_cron, cron_schedule=schedule,
                             reference_schema=reference_schema)
     data = {"revision": rep.revision, "actions": rep.actions, "notes": rep.notes, "cron": rep.cron,
