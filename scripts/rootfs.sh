@@ -12,7 +12,8 @@
 # command with chroot, and unmounts everything on the way out, also on failure or interrupt.
 # Environment: DEBIAN_MIRROR (default http://deb.debian.org/debian), DEBIAN_SECURITY_MIRROR;
 # PGRETENTION_ROOTFS (another folder, e.g. build/rootfs-bare-trixie) and PGRETENTION_ROOTFS_INCLUDE
-# (packages beyond debootstrap's minimal base; default make and python3-venv, as the suite's leg needs)
+# (packages beyond debootstrap's minimal base; default: what the suite's leg needs before setup.sh,
+# git for the upgrade tests' previous release)
 # try scripts/setup.sh on a bare system: PGRETENTION_ROOTFS_INCLUDE=ca-certificates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security_mirror=${DEBIAN_SECURITY_MIRROR:-${mirror%/debian}/debian-security}
 root=${PGRETENTION_ROOTFS:-build/rootfs-$suite}
 case "$root" in /*) ;; *) root="$checkout/$root" ;; esac
-include=${PGRETENTION_ROOTFS_INCLUDE:-ca-certificates,make,python3,python3-venv,procps}
+include=${PGRETENTION_ROOTFS_INCLUDE:-ca-certificates,make,python3,python3-venv,procps,git}
 mkdir -p "$checkout/build"
 
 # One user of a root filesystem at a time: a second caller waits (mounts are per call).
@@ -91,7 +92,7 @@ EOF
     # Packages inside must not start services (no init runs in a chroot).
     printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d"
     chmod 755 "$tmp/usr/sbin/policy-rc.d"
-    touch "$tmp/.pgretention-rootfs"
+    echo "$include" >"$tmp/.pgretention-rootfs"
     mv "$tmp" "$root"
 fi
 
@@ -154,6 +155,14 @@ done < <(env)
 if [ -x "$root/usr/sbin/update-ca-certificates" ] && { [ "$ca_changed" = 1 ] || [ ! -f "$root/.pgretention-ca" ]; }; then
     chroot "$root" /usr/bin/env -i "${envs[@]}" update-ca-certificates >/dev/null 2>&1
     touch "$root/.pgretention-ca"
+fi
+
+# A root filesystem made with fewer packages than this script now asks for gets the rest.
+if [ "$(cat "$root/.pgretention-rootfs")" != "$include" ]; then
+    echo "rootfs: installing ${include//,/ } in ${root#"$checkout"/}" >&2
+    chroot "$root" /usr/bin/env -i "${envs[@]}" sh -c \
+        "apt-get update -qq && apt-get install -y -qq ${include//,/ } >/dev/null" || exit 1
+    echo "$include" >"$root/.pgretention-rootfs"
 fi
 
 set +e
