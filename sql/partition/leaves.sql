@@ -127,6 +127,7 @@ DECLARE
     t pgretention.managed_table;
     c pgretention.retention_class;
     v_times timestamptz[] := '{}';
+    v_time timestamptz;
     v_local boolean;
     v_now timestamp;     -- p_now as wall-clock time of the partition grid (UTC for timestamptz)
     v_grid timestamp;
@@ -188,19 +189,27 @@ BEGIN
     END IF;
     SELECT count(*) INTO v_before FROM pg_inherits WHERE inhparent = format('%I.%I', c.parent_schema, c.parent_name)::regclass;
     PERFORM pgretention._set_lock_timeout();
-    BEGIN
-        PERFORM pgretention._partman_call('create_partition_time', jsonb_build_object(
-            'p_parent_table', format('%s.%s', c.parent_schema, c.parent_name),
-            'p_partition_times', v_times,
-            'p_analyze', false));
-    EXCEPTION
-        WHEN lock_not_available THEN
-            RETURN NULL;
-        WHEN check_violation THEN
-            RAISE NOTICE 'pgretention: %.%: rows for a new partition already sit in the default partition; left there (%)',
-                c.parent_schema, c.parent_name, SQLERRM;
-            RETURN 0;
-    END;
+    -- one partition at a time: a row already in the default partition for one of them (a clock
+    -- ahead, a typo in a date) keeps that one from being made, not the ones after it (M4)
+    FOREACH v_time IN ARRAY v_times LOOP
+        BEGIN
+            PERFORM pgretention._partman_call('create_partition_time', jsonb_build_object(
+                'p_parent_table', format('%s.%s', c.parent_schema, c.parent_name),
+                'p_partition_times', jsonb_build_array(v_time),
+                'p_analyze', false));
+        EXCEPTION
+            WHEN lock_not_available THEN
+                RETURN NULL;
+            WHEN check_violation OR raise_exception THEN
+                -- pg_partman re-raises the ATTACH error as its own (P0001), message first
+                IF SQLSTATE = '23514' OR SQLERRM LIKE '%would be violated by some row%' THEN
+                    RAISE NOTICE 'pgretention: %.%: rows for the partition of % already sit in the default partition; that partition is not made, the others are (%)',
+                        c.parent_schema, c.parent_name, v_time, split_part(SQLERRM, E'\n', 1);
+                ELSE
+                    RAISE;
+                END IF;
+        END;
+    END LOOP;
     SELECT count(*) INTO v_after FROM pg_inherits WHERE inhparent = format('%I.%I', c.parent_schema, c.parent_name)::regclass;
     RETURN v_after - v_before;
 END

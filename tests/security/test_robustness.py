@@ -86,7 +86,6 @@ def test_h6_hold_misses_differently_formatted_number(actors: Actors) -> None:
     assert db.one("SELECT count(*) FROM app.customer") == 1, f"held row deleted; request {out}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M4: fixed by issue 17")
 def test_m4_future_dated_row_blocks_premaking(actors: Actors) -> None:
     """M4: one row dated four days ahead (written by a role with INSERT only) lands in the
     default partition; from the run that premakes its day on, premaking fails for the whole
