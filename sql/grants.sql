@@ -28,6 +28,8 @@ GRANT EXECUTE ON FUNCTION
     -- called by _managed as the caller: PostgreSQL 17 checks the privilege, 15 folded the call away
     pgretention._split_name(text),
     pgretention._check_ident(text, text),
+    pgretention._hidden_chars(),
+    pgretention._visible(text),
     pgretention._rule(text),
     pgretention._job_begin(text, timestamptz, text, text),
     pgretention._job_end(bigint, jsonb),

@@ -120,7 +120,9 @@ def _renderings(value: str) -> set[str]:
     or with its hidden characters as <U+XXXX>."""
     sql_quoted = value.replace("'", "''")
     visible = HIDDEN.sub(lambda m: f"<U+{ord(m.group()):04X}>", value)
-    return {value, sql_quoted, sql_quoted.replace("\\", "\\\\"), repr(value)[1:-1], visible, visible.replace("'", "''")}
+    visible_quoted = visible.replace("'", "''")
+    return {value, sql_quoted, sql_quoted.replace("\\", "\\\\"), repr(value)[1:-1], visible, visible_quoted,
+            visible_quoted.replace("\\", "\\\\")}
 
 
 def _names(line: str, value: str, *, table_name: bool = False) -> bool:

@@ -188,7 +188,6 @@ def test_h2_planted_operators_for_every_mixed_pair_all_procedures(actors: Actors
     assert search_path == ('"$user", public',), f"the caller's search_path changed: {search_path}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="M3: fixed by issue 17")
 def test_m3_renamed_subject_column_stops_every_engine(actors: Actors) -> None:
     """M3: the owner renames an identifier column of a registered table (with a subject hold
     active and an anonymise rule): plan, status and run fail for every table, the anonymiser and

@@ -97,8 +97,9 @@ def test_c2_registration_of_an_earlier_release_is_not_searched(actors: Actors) -
                  " RETURNING id")
     db.execute("INSERT INTO pgretention.subject_column VALUES (%s, 'rolname', 'account')", [tid])
     with actors.connect("op") as op:
-        out = attempt(op, "SELECT row_data ->> 'rolpassword' FROM pgretention.subject_rows(%s)",
-                      [Jsonb({"account": [actors["aud"]]})])
+        # roles read a subject's rows through an access request (M1); the request stops at the table
+        out = attempt(op, "SELECT row_data ->> 'rolpassword' FROM pgretention.subject_rows("
+                          "pgretention.request_create('access', %s))", [Jsonb({"account": [actors["aud"]]})])
         findings = attempt(op, "SELECT object, check_name FROM pgretention.report_findings() WHERE section = 'subject_tables'")
     assert out.error is not None and "pg_catalog.pg_authid" in str(out.error), f"{out}"
     assert findings.rows == [("pg_catalog.pg_authid", "subject_table_broken")], f"{findings}"
