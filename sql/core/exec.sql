@@ -202,9 +202,11 @@ AS $$
     FROM pg_catalog.pg_partition_tree(p_parent) t
 $$;
 
--- Run p_sql with the rights of p_rel's owner; the number of rows it processed.
-CREATE OR REPLACE FUNCTION pgretention._as_owner(p_rel regclass, p_sql text, p_args text[] DEFAULT NULL)
-RETURNS bigint
+-- Run p_sql with the rights of p_rel's owner. p_value: the statement returns one jsonb value,
+-- returned as is; otherwise the number of rows it processed (a jsonb number). The one place that
+-- picks the direct path (pgretention's owner owns the table) or the owner's executor.
+CREATE OR REPLACE FUNCTION pgretention._as_owner_run(p_rel regclass, p_sql text, p_value boolean, p_args text[])
+RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -214,37 +216,33 @@ DECLARE
     v_result jsonb;
 BEGIN
     PERFORM pgretention._give_to_owner(p_rel, v_owner);
-    IF v_owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+    IF v_owner <> (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        EXECUTE pg_catalog.format('SELECT %s($1, $2, $3)', pgretention._executor(v_owner)) INTO v_result
+            USING p_sql, p_value, p_args;
+    ELSIF p_value THEN
+        EXECUTE p_sql INTO v_result USING p_args;
+    ELSE
         EXECUTE p_sql USING p_args;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
-        RETURN v_rows;
+        v_result := pg_catalog.to_jsonb(v_rows);
     END IF;
-    EXECUTE pg_catalog.format('SELECT %s($1, false, $2)', pgretention._executor(v_owner)) INTO v_result
-        USING p_sql, p_args;
-    RETURN (v_result #>> '{}')::bigint;
+    RETURN v_result;
 END
 $$;
+
+-- Run p_sql with the rights of p_rel's owner; the number of rows it processed.
+CREATE OR REPLACE FUNCTION pgretention._as_owner(p_rel regclass, p_sql text, p_args text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (pgretention._as_owner_run(p_rel, p_sql, false, p_args) #>> '{}')::bigint $$;
 
 -- Run p_sql, a statement returning one jsonb value, with the rights of p_rel's owner; that value.
 CREATE OR REPLACE FUNCTION pgretention._as_owner_value(p_rel regclass, p_sql text, p_args text[] DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_owner oid := pgretention._rel_owner(p_rel);
-    v_result jsonb;
-BEGIN
-    PERFORM pgretention._give_to_owner(p_rel, v_owner);
-    IF v_owner = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
-        EXECUTE p_sql INTO v_result USING p_args;
-        RETURN v_result;
-    END IF;
-    EXECUTE pg_catalog.format('SELECT %s($1, true, $2)', pgretention._executor(v_owner)) INTO v_result
-        USING p_sql, p_args;
-    RETURN v_result;
-END
-$$;
+AS $$ SELECT pgretention._as_owner_run(p_rel, p_sql, true, p_args) $$;
 
 -- Rows of a query run with the owner's rights: p_query is any SELECT; each row as jsonb.
 CREATE OR REPLACE FUNCTION pgretention._as_owner_rows(p_rel regclass, p_query text)

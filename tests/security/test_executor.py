@@ -68,6 +68,8 @@ def test_owner_cannot_call_alter_or_replace_its_executor(actors: Actors) -> None
         == "{\"search_path=pg_catalog, pg_temp\"}"
     assert not db.one("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s", [actors["appowner"]])
     assert db.one("SELECT has_schema_privilege(%s, 'pgretention_exec', 'USAGE')", [actors["appowner"]]) is False
+    # CREATE on the schema was the owner's only for the moment its executor was given to it
+    assert db.one("SELECT has_schema_privilege(%s, 'pgretention_exec', 'CREATE')", [actors["appowner"]]) is False
 
 
 @pytest.mark.parametrize("tamper", ["reassigned", "dropped", "body_changed"])
