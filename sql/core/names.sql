@@ -31,7 +31,7 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(CASE WHEN c ~ pgretention._hidden_chars()
-                           THEN format('<U+%s>', upper(lpad(to_hex(ascii(c)), 4, '0'))) ELSE c END, '' ORDER BY n)
+                           THEN format('<U+%s>', upper(lpad(to_hex(ascii(c)), greatest(4, length(to_hex(ascii(c)))), '0'))) ELSE c END, '' ORDER BY n)
     FROM regexp_split_to_table(p_name, '') WITH ORDINALITY AS x(c, n)
 $$;
 
